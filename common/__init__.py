@@ -1,0 +1,1 @@
+"""Shared harness of the unlearning pipeline: config, seed, data, models, metrics, io, log, train."""

@@ -1,0 +1,53 @@
+"""Training and inference loops shared by the stages: one epoch of a loss over batches, and cached logits."""
+from __future__ import annotations
+
+from typing import Callable, Iterable
+
+import torch
+import torch.nn as nn
+from tqdm import tqdm
+
+from common.models import autocast
+
+
+def train_epoch(model: nn.Module, batch_iter: Iterable, optimizer: torch.optim.Optimizer,
+                loss_fn: Callable, device: str, amp: bool, total: int | None = None,
+                scheduler=None, desc: str = "train") -> dict:
+    """One pass of `loss_fn(model, x, y) -> (loss, logits)` over `batch_iter`; returns mean loss and accuracy (%)."""
+    model.train()
+    loss_sum, correct, seen = 0.0, 0, 0
+    for x, y in tqdm(batch_iter, total=total, desc=desc, leave=False, mininterval=2.0):
+        with autocast(device, amp):
+            loss, logits = loss_fn(model, x, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        loss_sum += loss.item() * len(y)
+        correct += (logits.argmax(1) == y).sum().item()
+        seen += len(y)
+    return {"loss": loss_sum / max(seen, 1), "acc": 100.0 * correct / max(seen, 1)}
+
+
+def cross_entropy_loss(label_smoothing: float = 0.0) -> Callable:
+    ce = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+
+    def loss_fn(model, x, y):
+        logits = model(x)
+        return ce(logits.float(), y), logits
+
+    return loss_fn
+
+
+@torch.no_grad()
+def predict(model: nn.Module, batch_iter: Iterable, device: str, amp: bool, total: int | None = None,
+            desc: str = "eval", features: bool = False) -> torch.Tensor:
+    """Float32 CPU logits (or, with `features`, timm pre-logit features) for every batch, in order."""
+    model.eval()
+    outs = []
+    for x, _ in tqdm(batch_iter, total=total, desc=desc, leave=False, mininterval=2.0):
+        with autocast(device, amp):
+            out = model.forward_head(model.forward_features(x), pre_logits=True) if features else model(x)
+        outs.append(out.float().cpu())
+    return torch.cat(outs) if outs else torch.empty(0)

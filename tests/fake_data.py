@@ -44,8 +44,8 @@ def write_cifar10(out: Path, per_class: int = 60, test_per_class: int = 20, seed
     def dump(name, x, y, label):
         rows = x.transpose(0, 3, 1, 2).reshape(len(x), -1)  # CHW-flattened rows, as in the real files
         with open(folder / name, "wb") as f:
-            pickle.dump({b"batch_label": label.encode(), b"labels": [int(v) for v in y], b"data": rows,
-                         b"filenames": [f"{i}.png".encode() for i in range(len(y))]}, f)
+            pickle.dump({"batch_label": label, "labels": [int(v) for v in y], "data": rows,
+                         "filenames": [f"{i}.png" for i in range(len(y))]}, f)
 
     for k, part in enumerate(np.array_split(np.arange(len(tr_y)), 5)):
         dump(f"data_batch_{k + 1}", tr_x[part], tr_y[part], f"training batch {k + 1} of 5")

@@ -126,9 +126,10 @@ def sha256(path: str | Path, limit_mb: int = 512) -> str | None:
 def git_state() -> dict:
     def git(*args):
         try:
-            return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10).stdout.strip()
+            out = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10)
         except (OSError, subprocess.SubprocessError):
             return ""
+        return out.stdout.strip() if out.returncode == 0 else ""
 
     sha = git("rev-parse", "HEAD")
     return {"sha": sha or None, "dirty": bool(git("status", "--porcelain", "--untracked-files=no")) if sha else None}

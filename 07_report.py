@@ -94,7 +94,7 @@ def track_tables(m: dict) -> dict[str, pd.DataFrame]:
     for track in rows:
         for model, a in attack.get(track, {}).items():
             if isinstance(a, dict):
-                rows[track].setdefault(model, {}).update({f"mia_{k}": v for k, v in flatten(a).items()})
+                rows[track].setdefault(model, {}).update({f"attack_{k}": v for k, v in flatten(a).items()})
     return {t: pd.DataFrame.from_dict(r, orient="index") for t, r in rows.items() if r}
 
 
@@ -119,13 +119,18 @@ def add_summaries(track: str, df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
-def fmt(v, gap=None) -> str:
+def fmt(v, gap=None, digits: int = 3) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "–"
-    s = f"{v:.3f}" if abs(v) < 10 else f"{v:.1f}"
+    s = f"{v:.{digits}f}"
     if gap is not None and not (isinstance(gap, float) and math.isnan(gap)):
-        s += f" ({gap:+.3f})" if abs(v) < 10 else f" ({gap:+.1f})"
+        s += f" ({gap:+.{digits}f})"
     return s
+
+
+def digits_for(col: str) -> int:
+    """Percentages and seconds with 1 decimal; entropies, distances and attack fractions with 3."""
+    return 1 if col.startswith("acc_") or col in ("avg_gap", "seconds", "rte_pct_of_gold") else 3
 
 
 def markdown_table(df: pd.DataFrame, cols: list[str]) -> str:
@@ -135,7 +140,7 @@ def markdown_table(df: pd.DataFrame, cols: list[str]) -> str:
     for model, row in df.iterrows():
         ref = model not in ("original", "gold") and "gold" in df.index
         cells = [fmt(row[c], row[c] - df.loc["gold", c] if ref and c not in NO_GAP and "gap" not in c
-                     and "rte" not in c else None) for c in cols]
+                     and "rte" not in c else None, digits_for(c)) for c in cols]
         lines.append(f"| {model} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -149,7 +154,7 @@ def plot_accuracy(tables: dict, out: Path) -> Path | None:
         frames.append(long.assign(track=track))
     if not frames:
         return None
-    data = pd.concat(frames)
+    data = pd.concat(frames, ignore_index=True)
     g = sns.catplot(data=data, kind="bar", x="split", y="accuracy (%)", hue="model", col="track",
                     sharex=False, height=3.6, aspect=1.5)
     g.set_xticklabels(rotation=25, ha="right")
@@ -217,7 +222,7 @@ def plot_training(m: dict, out: Path) -> Path | None:
 VIT_COLS = ["acc_forget_train", "acc_retain_train", "acc_test_forget", "acc_test_retain", "acc_test",
             "entropy_test_forget", "jsd_gold_test_forget", "jsd_gold_test_retain"]
 RESNET_COLS = ["acc_forget", "acc_retain", "acc_test"]
-ATTACK_COLS = ["mia_test_accuracy", "mia_auc", "mia_tpr_at_1pct_fpr", "mia_forget_fnr", "mia_mia_efficacy"]
+ATTACK_COLS = ["attack_test_accuracy", "attack_auc", "attack_tpr_at_1pct_fpr", "attack_forget_fnr", "attack_mia_efficacy"]
 SUMMARY_COLS = ["avg_gap", "seconds", "rte_pct_of_gold"]
 
 

@@ -93,8 +93,10 @@ def track_tables(m: dict) -> dict[str, pd.DataFrame]:
     attack = m.get("06_membership_attack", {})
     for track in rows:
         for model, a in attack.get(track, {}).items():
-            if isinstance(a, dict):
-                rows[track].setdefault(model, {}).update({f"attack_{k}": v for k, v in flatten(a).items()})
+            if isinstance(a, dict):  # 06's own vs_gold block is skipped: the report derives every gap itself
+                figs = flatten({k: v for k, v in a.items() if k != "vs_gold"})
+                rows[track].setdefault(model, {}).update(
+                    {(k if k.startswith("attack_") else f"attack_{k}"): v for k, v in figs.items()})
     return {t: pd.DataFrame.from_dict(r, orient="index") for t, r in rows.items() if r}
 
 

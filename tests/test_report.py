@@ -32,7 +32,8 @@ def results(tmp_path):
         gold=dict(acc_forget=70, acc_retain=95, acc_test=70, seconds=40, history=[dict(epoch=1, test_acc=61)]))))
     _write(r / "06_membership_attack/metrics.json", dict(
         vit=dict(original=dict(mia_efficacy=0.1, auc=0.6), gold=dict(mia_efficacy=0.9, auc=0.5),
-                 finetune=dict(mia_efficacy=0.7, auc=0.55)),
+                 finetune=dict(mia_efficacy=0.7, auc=0.55, attack_forget=dict(fnr=0.25, n=10), logits="x.pt",
+                               vs_gold={"mia_efficacy": dict(value=0.7, gold=0.9, gap=-0.2)})),
         resnet=dict(original=dict(mia_efficacy=0.2), gold=dict(mia_efficacy=0.4))))
     _write(r / "06_membership_attack/roc.json", dict(vit=dict(gold=dict(fpr=[0, 1], tpr=[0, 1]))))
     return r
@@ -57,6 +58,8 @@ def test_report_lists_every_model_with_gaps(run_stage, results):
     # Avg Gap = mean(|10-0|, |91-92|, |81-82|, 100*|0.7-0.9|) = (10 + 1 + 1 + 20) / 4
     assert ft.avg_gap == pytest.approx(8.0)
     assert ft.rte_pct_of_gold == pytest.approx(50.0)
+    assert ft.attack_forget_fnr == 0.25 and ft.attack_mia_efficacy == 0.7
+    assert not [c for c in summary.columns if "vs_gold" in c]
     orig = summary[(summary.track == "resnet") & (summary.model == "original")].iloc[0]
     assert orig.avg_gap == pytest.approx((30 + 0 + 0 + 20) / 4)
     for fig in ("accuracy.png", "vit_js_entropy.png", "roc.png", "training_curves.png"):

@@ -1,0 +1,69 @@
+"""Known-answer tests for the metrics of the ViT track (common/metrics.py): accuracy, entropy, JS distance and
+classwise_metrics on a hand-made case. No data files, no network."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from common.metrics import accuracy, classwise_metrics, entropy, js_distance
+
+BIG = 100.0  # softmax of (+BIG, -BIG, ...) is a one-hot up to exp(-200)
+
+
+def one_hot_logits(classes, n_classes=10):
+    z = torch.full((len(classes), n_classes), -BIG)
+    z[torch.arange(len(classes)), torch.tensor(classes)] = BIG
+    return z
+
+
+def test_entropy_uniform_is_ln_classes():
+    assert entropy(torch.zeros(4, 10)).tolist() == pytest.approx([math.log(10)] * 4, abs=1e-6)
+    assert entropy(torch.zeros(1, 3)).item() == pytest.approx(math.log(3), abs=1e-6)
+
+
+def test_entropy_one_hot_is_zero():
+    assert entropy(one_hot_logits([0, 7])).tolist() == pytest.approx([0.0, 0.0], abs=1e-6)
+
+
+def test_js_identical_distributions_is_zero():
+    z = torch.randn(5, 10, generator=torch.Generator().manual_seed(0))
+    assert js_distance(z, z.clone()) == pytest.approx(np.zeros(5), abs=1e-6)
+
+
+def test_js_disjoint_one_hots_is_one():
+    assert js_distance(one_hot_logits([0, 3, 9]), one_hot_logits([1, 4, 2])) == pytest.approx(np.ones(3), abs=1e-6)
+
+
+def test_js_uniform_vs_one_hot_hand_computed():
+    # P = (1/3, 1/3, 1/3), Q = (1, 0, 0), M = (2/3, 1/6, 1/6) (base 2):
+    # KL(P||M) = 1/3 * log2(1/2) + 2/3 * log2(2) = 1/3; KL(Q||M) = log2(3/2); distance = sqrt of their mean
+    expected = math.sqrt((1 / 3 + math.log2(1.5)) / 2)
+    assert js_distance(torch.zeros(1, 3), one_hot_logits([0], 3))[0] == pytest.approx(expected, abs=1e-6)
+
+
+def test_accuracy_hand_made():
+    logits = torch.tensor([[2.0, 1.0], [0.0, 3.0], [5.0, 0.0], [0.0, 1.0]])
+    labels = torch.tensor([0, 0, 0, 1])  # rows 0, 2, 3 right
+    assert accuracy(logits, labels) == pytest.approx(75.0)
+    assert math.isnan(accuracy(torch.zeros(0, 2), torch.zeros(0, dtype=torch.long)))
+
+
+def test_classwise_metrics_hand_made():
+    # 3 classes, forget class 0. Train: rows 0, 2 forget (labels 0), rows 1, 3 retain (labels 1, 2).
+    data = {"train_labels": torch.tensor([0, 1, 0, 2]), "test_labels": torch.tensor([0, 1, 2])}
+    splits = {"forget": torch.tensor([0, 2]), "retain": torch.tensor([1, 3]),
+              "test_forget": torch.tensor([0]), "test_retain": torch.tensor([1, 2])}
+    train = one_hot_logits([0, 1, 1, 2], 3)  # forget: 1 of 2 right; retain: 2 of 2 right
+    test = torch.cat([torch.zeros(1, 3), one_hot_logits([1, 0], 3)])  # row 0 uniform (argmax 0: right), row 2 wrong
+    gold_test = torch.cat([one_hot_logits([0], 3), test[1:]])  # same as the model on test_retain
+    m = classwise_metrics({"train": train, "test": test}, data, splits, gold={"train": train, "test": gold_test})
+    assert m["acc_forget_train"] == pytest.approx(50.0)
+    assert m["acc_retain_train"] == pytest.approx(100.0)
+    assert m["acc_test_forget"] == pytest.approx(100.0)
+    assert m["acc_test_retain"] == pytest.approx(50.0)
+    assert m["acc_test"] == pytest.approx(200 / 3)
+    assert m["entropy_test_forget"] == pytest.approx(math.log(3), abs=1e-6)
+    assert m["jsd_gold_test_forget"] == pytest.approx(math.sqrt((1 / 3 + math.log2(1.5)) / 2), abs=1e-6)
+    assert m["jsd_gold_test_retain"] == pytest.approx(0.0, abs=1e-6)
+    assert "jsd_gold_test_forget" not in classwise_metrics({"train": train, "test": test}, data, splits)

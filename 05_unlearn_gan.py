@@ -16,6 +16,8 @@ Choices beyond reference B, and why:
     outputs an attacker queries; its weights, BN affine parameters included, are all trained;
   - one forward pass of the forget batch per generator step serves all n_critic critic steps (in eval mode without
     augmentation the generator's output cannot change between them); each critic step draws a fresh real batch;
+  - before the first generator step the critic trains `critic_warmup` steps on original's forget outputs (as
+    WGAN practice front-loads critic training; cheap: no ResNet pass), so early estimates are not noise;
   - an "epoch" is `steps_per_epoch` generator steps (the forget batch is one batch of 128, so a pass over it
     would be a single step); retain batches are augmented (crop + flip) like stage 02's training.
 The Wasserstein estimate per epoch is the mean over its critic steps of E[D(real)] - E[D(fake)] (before the step).
@@ -24,7 +26,8 @@ Reads   results/01_prepare_data/{data.pt, splits.pt}, results/02_train_resnet/{o
         logits/original.pt}
 Writes  results/05_unlearn_gan/{gan_unlearned.pt, real_prob_test.pt, logits/gan_unlearned.pt, manifest.json,
         log.jsonl, metrics.json (last)}; metrics: acc_forget / acc_retain / acc_test (%) from the cached logits,
-        seconds (unlearning steps, excl. evaluation), wasserstein [per epoch], history [per epoch: losses and
+        seconds (unlearning steps, excl. evaluation), wasserstein [per epoch] and wasserstein_warmup (the critic's
+        estimate on original's outputs, during its warm-up), history [per epoch: losses and
         accuracy on forget + `eval_subset` seeded rows of retain / test], lambda_retain, n_critic
 Run
   python 05_unlearn_gan.py
@@ -77,21 +80,34 @@ def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor,
     return ((grad.norm(2, dim=1) - 1) ** 2).mean()
 
 
-def gan_step(gen_model, critic, opt_g, opt_d, forget_batch, retain_it, real: torch.Tensor, cfg: GanConfig,
-             device: str, g: torch.Generator) -> dict:
-    """n_critic critic steps, then one generator step; returns the step's Wasserstein estimate and losses."""
-    xf, _ = forget_batch
+def fake_probs(gen_model, x: torch.Tensor, cfg: GanConfig, device: str) -> torch.Tensor:
+    """The generator's output: sorted softmax probabilities (fp32), differentiable through the sort."""
     with autocast(device, cfg.amp):
-        fake = torch.softmax(gen_model(xf).float(), dim=1).sort(dim=1, descending=True).values
-    w_sum = 0.0
-    for _ in range(cfg.n_critic):  # critic: maximise D(real) - D(fake) with |grad D| kept near 1
-        r = real[torch.randint(len(real), (len(fake),), generator=g).to(device)]
-        d_real, d_fake = critic(r).mean(), critic(fake.detach()).mean()
-        loss_d = d_fake - d_real + cfg.lambda_gp * gradient_penalty(critic, r, fake.detach())
+        logits = gen_model(x)
+    return torch.softmax(logits.float(), dim=1).sort(dim=1, descending=True).values
+
+
+def critic_steps(critic, opt_d, real: torch.Tensor, fake: torch.Tensor, steps: int, cfg: GanConfig,
+                 g: torch.Generator) -> float:
+    """`steps` critic updates (maximise D(real) - D(fake), |grad D| kept near 1), each on a fresh real batch;
+    returns the mean Wasserstein estimate D(real) - D(fake) seen before each update."""
+    fake, w_sum = fake.detach(), 0.0
+    for _ in range(steps):
+        r = real[torch.randint(len(real), (len(fake),), generator=g).to(real.device)]
+        d_real, d_fake = critic(r).mean(), critic(fake).mean()
+        loss_d = d_fake - d_real + cfg.lambda_gp * gradient_penalty(critic, r, fake)
         opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
         opt_d.step()
         w_sum += (d_real - d_fake).item()
+    return w_sum / max(steps, 1)
+
+
+def gan_step(gen_model, critic, opt_g, opt_d, forget_batch, retain_it, real: torch.Tensor, cfg: GanConfig,
+             device: str, g: torch.Generator) -> dict:
+    """n_critic critic steps, then one generator step; returns the step's Wasserstein estimate and losses."""
+    fake = fake_probs(gen_model, forget_batch[0], cfg, device)
+    w = critic_steps(critic, opt_d, real, fake, cfg.n_critic, cfg, g)
     adv = -critic(fake).mean()  # generator: make forget outputs score like unseen-data outputs
     loss_g, ce = adv, torch.zeros(())
     if cfg.lambda_retain > 0:  # reference B (lambda_retain = 0) skips the retain batch entirely
@@ -102,7 +118,7 @@ def gan_step(gen_model, critic, opt_g, opt_d, forget_batch, retain_it, real: tor
     opt_g.zero_grad(set_to_none=True)
     loss_g.backward()
     opt_g.step()
-    return {"wasserstein": w_sum / cfg.n_critic, "adv_loss": adv.item(), "retain_ce": ce.item()}
+    return {"wasserstein": w, "adv_loss": adv.item(), "retain_ce": ce.item()}
 
 
 def check_config(cfg: GanConfig) -> None:
@@ -177,6 +193,10 @@ def main() -> None:
                  "test": ("test", subset(torch.arange(len(data["test_labels"]))))}
     history, wasserstein, seconds = [], [], 0.0
     gen_model.eval()  # BatchNorm frozen: the critic judges the outputs an attacker would see
+    with torch.no_grad():  # critic warm-up on original's forget outputs, so its first estimates mean something
+        start = fake_probs(gen_model, next(forget_it)[0], cfg, device)
+    w0 = critic_steps(critic, opt_d, real, start, cfg.critic_warmup, cfg, g)
+    log.log("critic_warmup", steps=cfg.critic_warmup, wasserstein=w0)
     for epoch in range(1, cfg.epochs + 1):
         t0 = time.time()
         sums = [gan_step(gen_model, critic, opt_g, opt_d, next(forget_it), retain_it, real, cfg, device, g)
@@ -197,7 +217,8 @@ def main() -> None:
     result = dict(samplewise_metrics({"train": train_logits, "test": test_logits}, data, splits),
                   seconds=round(seconds, 2))
     log.log("done", **result)
-    metrics = dict(models={"gan_unlearned": result}, wasserstein=wasserstein, lambda_retain=cfg.lambda_retain,
+    metrics = dict(models={"gan_unlearned": result}, wasserstein=wasserstein, wasserstein_warmup=w0,
+                   lambda_retain=cfg.lambda_retain,
                    n_critic=cfg.n_critic, history=history, profile=cfg.profile, device=device)
     d01, d02 = stage_dir(cfg.results, "01_prepare_data"), stage_dir(cfg.results, TRAIN_STAGE)
     write_manifest(out, config_dict(cfg), device, started,

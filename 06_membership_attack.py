@@ -54,7 +54,7 @@ TRACKS = {
     "vit": dict(forget="forget", mia="mia_class", stages=("03_train_vit_refs", "04_unlearn_vit")),
 }
 CLASSIFIERS = {
-    "hgb": lambda seed: HistGradientBoostingClassifier(random_state=seed),
+    "hgb": lambda seed: HistGradientBoostingClassifier(early_stopping=True, validation_fraction=0.2, random_state=seed),
     "logreg": lambda seed: make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)),
     "rf": lambda seed: RandomForestClassifier(n_estimators=200, min_samples_leaf=5, random_state=seed),
 }

@@ -105,7 +105,8 @@ def test_fit_attack_separates_confident_members_from_unsure_nonmembers():
     forget set that looks like non-members gets FNR near 1."""
     g = torch.Generator().manual_seed(0)
     n_train, n_test = 200, 100
-    labels_train, labels_test = torch.randint(0, 10, (n_train,), generator=g), torch.randint(0, 10, (n_test,), generator=g)
+    labels_train = torch.randint(0, 10, (n_train,), generator=g)
+    labels_test = torch.randint(0, 10, (n_test,), generator=g)
     train = torch.randn(n_train, 10, generator=g)
     train[torch.arange(n_train), labels_train] += 8.0  # members: confident and right
     test = torch.randn(n_test, 10, generator=g)  # non-members: unsure

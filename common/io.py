@@ -56,8 +56,8 @@ def atomic_path(path: str | Path):
 def save_torch(obj, path: str | Path) -> None:
     import torch
 
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)  # via a file object: the zip records do not embed the temp name, so bytes are reproducible
 
 
 def load_torch(path: str | Path, what: str = "", make: str = ""):
@@ -71,9 +71,20 @@ def load_torch(path: str | Path, what: str = "", make: str = ""):
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+def _finite(o):
+    """NaN / inf -> None, so the file is strict JSON (null) that every parser reads."""
+    if isinstance(o, float):
+        return o if o == o and abs(o) != float("inf") else None
+    if isinstance(o, dict):
+        return {k: _finite(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_finite(v) for v in o]
+    return o
+
+
 def save_json(obj, path: str | Path) -> None:
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+        tmp.write_text(json.dumps(_finite(obj), indent=2, default=_json_default, allow_nan=False) + "\n")
 
 
 def load_json(path: str | Path, what: str = "", make: str = ""):

@@ -64,7 +64,7 @@ def test_interrupted_write_leaves_no_file(tmp_path, monkeypatch):
     assert not target.exists() and list(target.parent.iterdir()) == []
 
     def broken_save(obj, f):
-        open(f, "wb").write(b"partial")
+        f.write(b"partial")
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", broken_save)
@@ -160,3 +160,11 @@ def test_vit_transform_resizes_and_normalises_on_device():
     assert out.shape == (2, 3, 64, 64) and out.dtype == torch.float32
     assert torch.allclose(out[0], torch.full_like(out[0], -1.0)) and torch.allclose(out[1], torch.ones_like(out[1]))
     assert math.isclose(vit_transform(32)(x)[1].mean().item(), 1.0)
+
+
+def test_saved_bytes_are_reproducible_and_json_is_strict(tmp_path):
+    save_torch({"x": torch.arange(5)}, tmp_path / "a.pt")
+    save_torch({"x": torch.arange(5)}, tmp_path / "b.pt")
+    assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "b.pt").read_bytes()
+    save_json({"p": float("nan"), "q": [1.0, float("inf")]}, tmp_path / "m.json")
+    assert json.loads((tmp_path / "m.json").read_text(), parse_constant=lambda c: 1 / 0) == {"p": None, "q": [1.0, None]}

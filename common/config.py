@@ -136,7 +136,7 @@ PRESETS: dict[type, dict[str, dict]] = {
         # (CIFAR's own size, no resize; 2x2 patches of 16 px). lr: 1e-4 (reference A) 33.4 / 36.1 %, 1e-3
         # 35.7 / 40.7 %, 1e-2 33.9 / 40.1 %, 3e-2 29.3 / 36.1 %; AdamW 1e-3 was worse (30.2 % at 3). From scratch
         # on 7.3k un-augmented images every setting plateaus near 40 % by ~10 epochs (1e-3 then overfits: 38.5 %
-        # at 15), so 10 epochs at lr 1e-3 (10x reference A); 03 + 04 take ~4 min.
+        # at 15), so 10 epochs at lr 1e-3 (10x reference A). Measured: 03 116 s + 04 52 s wall on the real subset.
         "cpu": dict(pretrained=False, img_size=32, epochs=10, lr=1e-3),
         "paper": dict(),  # reference A: pretrained, 224 px, 3 epochs, SGD lr 1e-4 momentum 0.9, batch 64
     },

@@ -14,6 +14,7 @@ panel per model.
 Reads   results/01_prepare_data/{data.pt, splits.pt, metrics.json}, results/03_train_vit_refs/{original.pt,
         gold.pt, logits/original.pt, logits/gold.pt, metrics.json}
 Writes  results/04_unlearn_vit/
+  <method>.pt          the unlearned weights (common.io.save_checkpoint; load with common.models.load_model)
   logits/<method>.pt   {"train", "test"} float32 logits (data.pt row order)
   tsne.png             one t-SNE panel per model (original, gold, each method), forget vs retain
   manifest.json, log.jsonl, metrics.json (last): {"models": {name: metrics + seconds}, profile, device, ...}
@@ -33,7 +34,7 @@ import torch.nn.functional as F
 
 from common.config import ViTUnlearnConfig, config_dict, parse_config, print_config, resolve_device
 from common.data import batches, load_prepared, num_batches, stage_dir, to_device, vit_transform
-from common.io import PipelineError, load_json, run_main, save_figure, save_json, write_manifest
+from common.io import PipelineError, load_json, run_main, save_checkpoint, save_figure, save_json, write_manifest
 from common.log import RunLog
 from common.metrics import classwise_metrics, load_logits, logits_path, save_logits
 from common.models import autocast, load_model
@@ -247,6 +248,8 @@ def main() -> None:
         seconds[name] = round(time.time() - t0, 3)
         for h in histories[name]:
             log.log("epoch", method=name, **h)
+        save_checkpoint(out / f"{name}.pt", model, ckpt["model_name"], ckpt["model_args"], config_dict(cfg),
+                        method=name, unlearned_from=str(refs_dir / "original.pt"))
         logits[name] = all_logits(model, on_device, cfg, device, transform)
         save_logits(logits_path(cfg.results, STAGE, name), logits[name]["train"], logits[name]["test"])
         feats[name] = features(model)
@@ -275,7 +278,7 @@ def main() -> None:
     inputs = [prep_dir / "data.pt", prep_dir / "splits.pt", refs_dir / "original.pt", refs_dir / "gold.pt",
               *(logits_path(cfg.results, REFS, n) for n in ref_logits)]
     write_manifest(out, config_dict(cfg), device, started, inputs,
-                   [out / "tsne.png", *(logits_path(cfg.results, STAGE, n) for n in names)])
+                   [out / "tsne.png", *(out / f"{n}.pt" for n in names), *(logits_path(cfg.results, STAGE, n) for n in names)])
     log.close({f"{n}/acc_forget_train": m["acc_forget_train"] for n, m in models.items()})
     save_json(metrics, out / "metrics.json")
 

@@ -21,6 +21,7 @@ def load_stage(filename: str):
     """Import a numbered stage script (its name starts with a digit, so plain `import` cannot)."""
     spec = importlib.util.spec_from_file_location(Path(filename).stem.replace("-", "_"), REPO / filename)
     mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # @dataclass looks its module up in sys.modules
     spec.loader.exec_module(mod)
     return mod
 

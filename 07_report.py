@@ -49,6 +49,7 @@ STAGES = {
 GAP_KEYS = {"vit": ("acc_forget_train", "acc_retain_train", "acc_test_retain"),
             "resnet": ("acc_forget", "acc_retain", "acc_test")}
 NO_GAP = {"seconds", "epochs", "n"}  # columns shown without a gap to gold
+TRACE_MIN = 2.0  # Avg Gap (%) of original to gold below which the forget data left too little trace to judge
 
 
 def read_json(path: Path):
@@ -259,6 +260,10 @@ def build_report(m: dict, tables: dict, missing: list[str], figs: dict, results:
     for track, df in tables.items():
         lines += [f"## {titles[track]}", "", markdown_table(df, (VIT_COLS if track == "vit" else RESNET_COLS)
                                                            + SUMMARY_COLS), ""]
+        if "avg_gap" in df.columns and "original" in df.index and df.loc["original", "avg_gap"] < TRACE_MIN:
+            lines += [f"**Caution:** original is within {df.loc['original', 'avg_gap']:.1f} % (Avg Gap) of gold: the "
+                      "forget data left almost no trace in it, so this run cannot show whether unlearning works. "
+                      "Train the references longer (e.g. the paper profile) for a run that can.", ""]
         attack = [c for c in ATTACK_COLS if c in df.columns]
         if attack:
             lines += ["Membership-inference attacks (stage 06; gold's row is the target):", "",

@@ -73,3 +73,16 @@ def test_report_with_nothing_upstream_still_renders(run_stage, tmp_path):
     assert code == 0, err
     text = (tmp_path / "empty/report.md").read_text()
     assert text.count("has no outputs") == 6
+
+
+def test_report_warns_when_original_is_already_gold(run_stage, results):
+    m = json.loads((results / "02_train_resnet/metrics.json").read_text())
+    m["models"]["original"].update(acc_forget=70.5, acc_retain=95, acc_test=70)  # barely different from gold
+    _write(results / "02_train_resnet/metrics.json", m)
+    a = json.loads((results / "06_membership_attack/metrics.json").read_text())
+    a["resnet"]["original"]["mia_efficacy"] = 0.41
+    _write(results / "06_membership_attack/metrics.json", a)
+    code, err = run_stage("07_report.py", ["--profile", "smoke", "--results", str(results)])
+    assert code == 0, err
+    text = (results / "report.md").read_text()
+    assert text.count("**Caution:** original is within") == 1  # the ResNet track only; the ViT original is far

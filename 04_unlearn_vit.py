@@ -90,29 +90,29 @@ def contrastive_loss(z_f: torch.Tensor, z_r: torch.Tensor) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------------------------------- methods
-def finetune(model, ctx: Ctx) -> list[dict]:
-    """Cross-entropy on retain only, cfg.epochs passes."""
-    opt, ce, history = ctx.sgd(model), cross_entropy_loss(), []
+def epochs_of(model, ctx: Ctx, rows: torch.Tensor, loss_fn: Callable, name: str) -> list[dict]:
+    """cfg.epochs passes of `loss_fn(model, x, y) -> (loss, logits)` over `rows` with one SGD optimiser."""
+    opt, history = ctx.sgd(model), []
     for epoch in range(1, ctx.cfg.epochs + 1):
-        stats = train_epoch(model, ctx.loader(ctx.retain), opt, ce, ctx.device, ctx.cfg.amp,
-                            total=ctx.steps(ctx.retain), desc=f"finetune {epoch}")
+        stats = train_epoch(model, ctx.loader(rows), opt, loss_fn, ctx.device, ctx.cfg.amp, total=ctx.steps(rows),
+                            desc=f"{name} {epoch}")
         history.append(dict(epoch=epoch, **stats))
     return history
 
 
+def finetune(model, ctx: Ctx) -> list[dict]:
+    """Cross-entropy on retain only, cfg.epochs passes."""
+    return epochs_of(model, ctx, ctx.retain, cross_entropy_loss(), "finetune")
+
+
 def gradient_ascent(model, ctx: Ctx) -> list[dict]:
     """Maximise cross-entropy on forget (minimise -CE), cfg.epochs passes; `loss` in the history is -CE."""
-    opt, history = ctx.sgd(model), []
 
     def neg_ce(model, x, y):
         logits = model(x)
         return -F.cross_entropy(logits.float(), y), logits
 
-    for epoch in range(1, ctx.cfg.epochs + 1):
-        stats = train_epoch(model, ctx.loader(ctx.forget), opt, neg_ce, ctx.device, ctx.cfg.amp,
-                            total=ctx.steps(ctx.forget), desc=f"gradient_ascent {epoch}")
-        history.append(dict(epoch=epoch, **stats))
-    return history
+    return epochs_of(model, ctx, ctx.forget, neg_ce, "gradient_ascent")
 
 
 def two_stage(model, ctx: Ctx) -> list[dict]:

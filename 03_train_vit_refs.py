@@ -35,7 +35,7 @@ from common.log import RunLog
 from common.metrics import accuracy, logits_path, save_logits
 from common.models import build_model
 from common.seed import set_seed
-from common.train import cross_entropy_loss, predict, train_epoch
+from common.train import cross_entropy_loss, split_logits, train_epoch
 
 STAGE = "03_train_vit_refs"
 REFERENCES = ("original", "gold")  # trained in this order, each from the same initial weights
@@ -76,15 +76,6 @@ def train_reference(model, images, labels, rows, cfg: ViTRefsConfig, device: str
     return dict(seconds=round(time.time() - started, 3), history=history)
 
 
-def all_logits(model, on_device: dict, cfg: ViTRefsConfig, device: str) -> dict:
-    """One forward pass over every train row and every test row, in data.pt order (float32, CPU)."""
-    out, transform = {}, vit_transform(cfg.img_size)
-    for split, (x, y) in on_device.items():
-        it = batches(x, y, None, cfg.eval_batch_size, transform, device)
-        out[split] = predict(model, it, device, cfg.amp, total=num_batches(len(y), cfg.eval_batch_size), desc=split)
-    return out
-
-
 def main() -> None:
     cfg = parse_config(ViTRefsConfig)
     print_config(STAGE, cfg)
@@ -108,7 +99,7 @@ def main() -> None:
         model.load_state_dict(init_state)  # identical starting weights for original and gold
         model.to(device)
         result = train_reference(model, images, labels, rows[name], cfg, device, log, name)
-        logits = all_logits(model, on_device, cfg, device)
+        logits = split_logits(model, on_device, cfg.eval_batch_size, vit_transform(cfg.img_size), device, cfg.amp)
         save_checkpoint(out / f"{name}.pt", model, cfg.model, model_args(cfg), config_dict(cfg), trained_on=name)
         save_logits(logits_path(cfg.results, STAGE, name), logits["train"], logits["test"])
         result.update(n_train_rows=len(rows[name]),

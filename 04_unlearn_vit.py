@@ -39,7 +39,7 @@ from common.log import RunLog
 from common.metrics import classwise_metrics, load_logits, logits_path, save_logits
 from common.models import autocast, load_model
 from common.seed import set_seed
-from common.train import cross_entropy_loss, predict, train_epoch
+from common.train import cross_entropy_loss, predict, split_logits, train_epoch
 
 STAGE, REFS = "04_unlearn_vit", "03_train_vit_refs"
 MAKE_REFS = "python 03_train_vit_refs.py"
@@ -163,13 +163,6 @@ def chosen_methods(cfg: ViTUnlearnConfig) -> list[str]:
     return names
 
 
-def all_logits(model, on_device: dict, cfg, device: str, transform) -> dict:
-    """One forward pass over every train row and every test row (data.pt order)."""
-    return {split: predict(model, batches(x, y, None, cfg.eval_batch_size, transform, device), device, cfg.amp,
-                           total=num_batches(len(y), cfg.eval_batch_size), desc=split)
-            for split, (x, y) in on_device.items()}
-
-
 def tsne_sample(splits: dict, n: int, seed: int) -> tuple[torch.Tensor, list[str]]:
     """A fixed seeded sample of up to n retain and n forget train rows (the same for every model)."""
     gen = torch.Generator().manual_seed(seed)
@@ -250,7 +243,7 @@ def main() -> None:
             log.log("epoch", method=name, **h)
         save_checkpoint(out / f"{name}.pt", model, ckpt["model_name"], ckpt["model_args"], config_dict(cfg),
                         method=name, unlearned_from=str(refs_dir / "original.pt"))
-        logits[name] = all_logits(model, on_device, cfg, device, transform)
+        logits[name] = split_logits(model, on_device, cfg.eval_batch_size, transform, device, cfg.amp)
         save_logits(logits_path(cfg.results, STAGE, name), logits[name]["train"], logits[name]["test"])
         feats[name] = features(model)
         log.log("unlearned", method=name, seconds=seconds[name])

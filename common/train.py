@@ -7,6 +7,7 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
+from common.data import batches, num_batches
 from common.models import autocast
 
 
@@ -51,3 +52,12 @@ def predict(model: nn.Module, batch_iter: Iterable, device: str, amp: bool, tota
             out = model.forward_head(model.forward_features(x), pre_logits=True) if features else model(x)
         outs.append(out.float().cpu())
     return torch.cat(outs) if outs else torch.empty(0)
+
+
+def split_logits(model: nn.Module, splits: dict, batch_size: int, transform: Callable, device: str,
+                 amp: bool) -> dict:
+    """One eval forward pass over every row of each named (uint8 images, labels) split, in row order:
+    {name: float32 CPU logits}. Used for the logits caches (common.metrics)."""
+    return {name: predict(model, batches(x, y, None, batch_size, transform, device), device, amp,
+                          total=num_batches(len(y), batch_size), desc=name)
+            for name, (x, y) in splits.items()}

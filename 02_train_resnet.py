@@ -41,7 +41,7 @@ from common.log import RunLog
 from common.metrics import accuracy, logits_path, samplewise_metrics, save_logits
 from common.models import RESNET, build_model
 from common.seed import set_seed
-from common.train import cross_entropy_loss, predict, train_epoch
+from common.train import cross_entropy_loss, split_logits, train_epoch
 
 STAGE = "02_train_resnet"
 MODEL_ARGS = dict(num_classes=10)
@@ -62,10 +62,10 @@ def make_optimizer(model: torch.nn.Module, cfg: ResNetConfig, total_steps: int):
     return opt, sched
 
 
-def test_logits(model, data: dict, cfg: ResNetConfig, device: str, desc: str) -> torch.Tensor:
-    it = batches(data["test_images"], data["test_labels"], None, cfg.eval_batch_size,
-                 resnet_transform(False, cfg.channels_last), device)
-    return predict(model, it, device, cfg.amp, num_batches(len(data["test_labels"]), cfg.eval_batch_size), desc)
+def eval_logits(model, data: dict, split: str, cfg: ResNetConfig, device: str) -> torch.Tensor:
+    """Eval-mode logits of every row of `split` (train / test), no augmentation, data.pt order."""
+    xy = {split: (data[f"{split}_images"], data[f"{split}_labels"])}
+    return split_logits(model, xy, cfg.eval_batch_size, resnet_transform(False, cfg.channels_last), device, cfg.amp)[split]
 
 
 def train_model(name: str, rows: torch.Tensor, init_state: dict, data: dict, cfg: ResNetConfig, device: str,
@@ -89,18 +89,12 @@ def train_model(name: str, rows: torch.Tensor, init_state: dict, data: dict, cfg
                      shuffle=True, drop_last=True, generator=order)
         stats = train_epoch(model, it, opt, loss_fn, device, cfg.amp, steps, sched, desc=f"{name} {epoch}")
         seconds = time.time() - t0
-        test = test_logits(model, data, cfg, device, f"{name} test")
+        test = eval_logits(model, data, "test", cfg, device)
         row = dict(epoch=epoch, train_loss=stats["loss"], train_acc=stats["acc"],
                    test_acc=accuracy(test, data["test_labels"]), lr=sched.get_last_lr()[0], seconds=round(seconds, 2))
         history.append(row)
         log.log("epoch", model=name, **row)
     return model, history, round(time.time() - started, 2), test
-
-
-def train_logits(model, data: dict, cfg: ResNetConfig, device: str, desc: str) -> torch.Tensor:
-    it = batches(data["train_images"], data["train_labels"], None, cfg.eval_batch_size,
-                 resnet_transform(False, cfg.channels_last), device)
-    return predict(model, it, device, cfg.amp, num_batches(len(data["train_labels"]), cfg.eval_batch_size), desc)
 
 
 def main() -> None:
@@ -124,7 +118,7 @@ def main() -> None:
     for name, rows in plan.items():
         log.log("start", model=name, n_rows=len(rows), epochs=cfg.epochs)
         model, history, seconds, test = train_model(name, rows, init_state, data, cfg, device, log)
-        logits = {"train": train_logits(model, data, cfg, device, f"{name} logits"), "test": test}
+        logits = {"train": eval_logits(model, data, "train", cfg, device), "test": test}
         save_checkpoint(out / f"{name}.pt", model, RESNET, MODEL_ARGS, config_dict(cfg), trained_on=name)
         save_logits(logits_path(cfg.results, STAGE, name), logits["train"], logits["test"])
         outputs += [out / f"{name}.pt", logits_path(cfg.results, STAGE, name)]

@@ -9,9 +9,12 @@ Reads
 Writes results/01_prepare_data/
   data.pt      {"train_images": uint8 [N,3,32,32], "train_labels": int64 [N], "test_images", "test_labels",
                 "train_ids", "test_ids" (source ids: CSV id or CIFAR index), "classes": [10 names]}
-  splits.pt    int64 index tensors: forget / retain / test_forget / test_retain (class-wise, reference A),
+  splits.pt    int64 index tensors (rows of data.pt):
+               test_unseen / test_val / test_eval   the test rows cut three ways (disjoint): held-out images an
+                            unlearning method may use / hyper-parameter choice / every reported test figure
+               forget / retain / test_forget / test_retain (class-wise, reference A; test_* within test_eval),
                sample_forget / sample_retain (sample-wise, reference B), and balanced, disjoint membership sets
-               mia_{sample,class}_{members,nonmembers}_{attack,eval}
+               mia_{sample,class}_{members,nonmembers}_{attack,eval} (non-members drawn from test_eval only)
   manifest.json, metrics.json (written last), log.jsonl
 Run
   python 01_prepare_data.py --source kaggle --data-dir ../shared/data/cifar10-kaggle-subset
@@ -182,9 +185,19 @@ def membership_sets(prefix: str, members: torch.Tensor, nonmembers: torch.Tensor
 
 
 def make_splits(train_y: torch.Tensor, test_y: torch.Tensor, cfg: PrepareConfig) -> dict:
+    """Every index split of the pipeline, drawn once. Test rows are cut three ways, disjoint by construction:
+    `test_unseen` (held-out images an unlearning method may look at, e.g. the GANs' "real" distribution),
+    `test_val` (choosing hyper-parameters: --grid, recipes) and `test_eval` (every reported test figure, and the
+    attacks' non-members: their attack-training half and their evaluation half)."""
+    n_test = len(test_y)
+    test_perm = torch.randperm(n_test, generator=_gen(cfg.seed, 6))
+    n_unseen, n_val = round(cfg.unseen_fraction * n_test), round(cfg.val_fraction * n_test)
+    test_unseen = test_perm[:n_unseen].sort().values
+    test_val = test_perm[n_unseen:n_unseen + n_val].sort().values
+    test_eval = test_perm[n_unseen + n_val:].sort().values
     fc = cfg.forget_class
     forget, retain = (train_y == fc).nonzero().flatten(), (train_y != fc).nonzero().flatten()
-    test_forget, test_retain = (test_y == fc).nonzero().flatten(), (test_y != fc).nonzero().flatten()
+    test_forget, test_retain = test_eval[test_y[test_eval] == fc], test_eval[test_y[test_eval] != fc]
     if len(forget) == 0 or len(test_forget) == 0:
         raise PipelineError(f"forget class {fc} has no {'train' if len(forget) == 0 else 'test'} samples in this "
                             "data: pick a class that is present (--forget-class 0..9)")
@@ -196,8 +209,9 @@ def make_splits(train_y: torch.Tensor, test_y: torch.Tensor, cfg: PrepareConfig)
     perm = torch.randperm(n, generator=_gen(cfg.seed, 3))
     sample_forget, sample_retain = perm[:n_forget], perm[n_forget:].sort().values
     splits = dict(forget=forget, retain=retain, test_forget=test_forget, test_retain=test_retain,
-                  sample_forget=sample_forget, sample_retain=sample_retain)
-    splits.update(membership_sets("mia_sample", sample_retain, torch.arange(len(test_y)), _gen(cfg.seed, 4)))
+                  sample_forget=sample_forget, sample_retain=sample_retain, test_unseen=test_unseen,
+                  test_val=test_val, test_eval=test_eval)
+    splits.update(membership_sets("mia_sample", sample_retain, test_eval, _gen(cfg.seed, 4)))
     splits.update(membership_sets("mia_class", retain, test_retain, _gen(cfg.seed, 5)))
     return splits
 
@@ -219,6 +233,9 @@ def check_config(cfg: PrepareConfig) -> None:
         raise PipelineError(f"unknown source {cfg.source!r}: use --source cifar10 or --source kaggle")
     if not 0 <= cfg.forget_class <= 9:
         raise PipelineError(f"forget class {cfg.forget_class} is outside 0-9: pass --forget-class 0..9")
+    if cfg.unseen_fraction <= 0 or cfg.val_fraction <= 0 or cfg.unseen_fraction + cfg.val_fraction >= 0.9:
+        raise PipelineError("unseen_fraction and val_fraction must be > 0 and leave >= 10 % of test for evaluation: "
+                            "e.g. --unseen-fraction 0.1 --val-fraction 0.1")
     if not 0 < cfg.test_fraction < 1:
         raise PipelineError(f"test fraction {cfg.test_fraction} must be in (0, 1): e.g. --test-fraction 0.2")
 

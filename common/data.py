@@ -16,14 +16,17 @@ import torch.nn.functional as F
 from common.io import PipelineError, load_torch
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)  # per-channel, pixels in [0, 1]
-CIFAR_STD = (0.2470, 0.2435, 0.2616)
+CIFAR_STD = (0.2470, 0.2435, 0.2616)  # the true per-channel std of CIFAR-10's train images
+REFERENCE_B_STD = (0.2023, 0.1994, 0.2010)  # the std constants reference B's code normalises with
+NORMS = {"cifar": (CIFAR_MEAN, CIFAR_STD), "reference_b": (CIFAR_MEAN, REFERENCE_B_STD)}
 VIT_MEAN = VIT_STD = (0.5, 0.5, 0.5)  # reference A: Normalize([0.5]*3, [0.5]*3)
 
 # Class order of CIFAR-10's batches.meta (and torchvision's CIFAR10.classes).
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 PREPARE_STAGE = "01_prepare_data"
 PREPARE_CMD = "python 01_prepare_data.py (or make prepare)"
-SPLIT_KEYS = ("forget", "retain", "test_forget", "test_retain", "sample_forget", "sample_retain")
+SPLIT_KEYS = ("forget", "retain", "test_forget", "test_retain", "sample_forget", "sample_retain", "test_unseen",
+              "test_val", "test_eval")
 
 
 def stage_dir(results: str | Path, stage: str) -> Path:
@@ -63,13 +66,16 @@ def random_crop_flip(x: torch.Tensor, pad: int = 4) -> torch.Tensor:
               rows[:, None, :, None], cols[:, None, None, :]]
 
 
-def resnet_transform(train: bool, channels_last: bool = False) -> Callable[[torch.Tensor], torch.Tensor]:
-    """32 px CIFAR inputs: random crop + flip when training, CIFAR mean/std normalisation."""
+def resnet_transform(train: bool, channels_last: bool = False, norm: str = "cifar") -> Callable[[torch.Tensor], torch.Tensor]:
+    """32 px CIFAR inputs: random crop + flip when training, mean/std normalisation with the constants `norm`."""
+    if norm not in NORMS:
+        raise PipelineError(f"unknown normalisation {norm!r}: use one of {', '.join(NORMS)}")
+    mean, std = NORMS[norm]
 
     def f(x: torch.Tensor) -> torch.Tensor:
         if train:
             x = random_crop_flip(x)
-        x = _normalise(x.float().div_(255), CIFAR_MEAN, CIFAR_STD)
+        x = _normalise(x.float().div_(255), mean, std)
         return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
     return f

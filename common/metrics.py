@@ -2,7 +2,10 @@
 
 Logits cache convention: `results/<stage>/logits/<model>.pt` = {"train": float32 [N_train, C],
 "test": float32 [N_test, C]} in the row order of stage 01's data.pt, so every split is an index into them.
-Units: accuracy in %, entropy in nats, Jensen-Shannon as a *distance* with base 2 (each value in [0, 1]).
+Units: accuracy in %, entropy in nats, Jensen-Shannon as a *distance* with scipy's default natural-log base, as
+reference A reports it (each value in [0, sqrt(ln 2)] = [0, 0.833]; x 1.201 gives base 2).
+Test figures use `test_eval` rows only (stage 01): `test_unseen` may be used by methods, `test_val` chooses settings.
+A model with non-finite logits gets NaN figures (reported as diverged), never a distance of 0.
 """
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ from scipy.spatial.distance import jensenshannon
 from sklearn.metrics import confusion_matrix, roc_auc_score, roc_curve
 from sklearn.svm import SVC
 
-from common.io import load_torch, save_torch
+from common.io import PipelineError, load_torch, save_torch
 
 
 # ---------------------------------------------------------------------------------------------- logits cache
@@ -26,8 +29,13 @@ def save_logits(path, train: torch.Tensor, test: torch.Tensor) -> None:
     save_torch({"train": train.float().cpu(), "test": test.float().cpu()}, path)
 
 
-def load_logits(path, make: str = "") -> dict:
-    return load_torch(path, "cached logits", make)
+def load_logits(path, make: str = "", data: dict | None = None) -> dict:
+    """Read a logits cache; with `data`, check it has one row per train / test row (else it is stale)."""
+    logits = load_torch(path, "cached logits", make)
+    if data is not None and (len(logits["train"]) != len(data["train_labels"])
+                             or len(logits["test"]) != len(data["test_labels"])):
+        raise PipelineError(f"{path} does not match stage 01's data (stale?): re-run {make or 'the stage that wrote it'}")
+    return logits
 
 
 # ------------------------------------------------------------------------------------------ basic quantities
@@ -49,9 +57,11 @@ def entropy(logits: torch.Tensor) -> torch.Tensor:
 
 
 def js_distance(logits_a: torch.Tensor, logits_b: torch.Tensor) -> np.ndarray:
-    """Per-sample Jensen-Shannon distance (base 2, in [0, 1]) between two models' predictive distributions."""
+    """Per-sample Jensen-Shannon distance between two models' predictive distributions, natural log (scipy's
+    default, reference A's unit; in [0, 0.833]). NaN where either model's logits are not finite."""
     pa, pb = probs(logits_a).double().numpy(), probs(logits_b).double().numpy()
-    return np.nan_to_num(jensenshannon(pa, pb, axis=1, base=2), nan=0.0)
+    with np.errstate(invalid="ignore"):
+        return jensenshannon(pa, pb, axis=1)
 
 
 def sorted_probs(logits: torch.Tensor) -> torch.Tensor:
@@ -59,20 +69,41 @@ def sorted_probs(logits: torch.Tensor) -> torch.Tensor:
     return probs(logits).sort(dim=1, descending=True).values
 
 
+def accuracy_figures(key: str, pred: torch.Tensor, gold_pred: torch.Tensor | None, labels: torch.Tensor,
+                     n_boot: int = 1000, seed: int = 0) -> dict:
+    """`key` = accuracy (%) of the predicted labels `pred`, `key_ci` = its 95 % percentile bootstrap interval over
+    rows and, with gold's predictions, `key_gap_ci` = the interval of (accuracy - gold's accuracy) from the same
+    resampled rows (paired), so "the gap's interval contains 0" is a statement about these rows."""
+    if len(labels) == 0:
+        return {key: float("nan")}
+    right = (pred == labels).double().numpy()
+    idx = np.random.default_rng(seed).integers(0, len(right), (n_boot, len(right)))
+    out = {key: 100.0 * right.mean(), f"{key}_ci": list(100.0 * np.percentile(right[idx].mean(1), [2.5, 97.5]))}
+    if gold_pred is not None:
+        diff = right - (gold_pred == labels).double().numpy()
+        out[f"{key}_gap_ci"] = list(100.0 * np.percentile(diff[idx].mean(1), [2.5, 97.5]))
+    return out
+
+
+def _accuracies(parts: dict, logits: dict, gold: dict | None, data: dict) -> dict:
+    """accuracy_figures for {key: (train|test, rows)}."""
+    out = {}
+    for key, (split, rows) in parts.items():
+        y = data[f"{split}_labels"][rows]
+        gold_pred = gold[split][rows].argmax(1) if gold is not None else None
+        out.update(accuracy_figures(key, logits[split][rows].argmax(1), gold_pred, y))
+    return out
+
+
 # --------------------------------------------------------------------------------- class-wise (reference A)
 def classwise_metrics(logits: dict, data: dict, splits: dict, gold: dict | None = None) -> dict:
     """Accuracies on the class-wise splits, entropy on test_forget and (with gold's logits) mean JS to gold."""
-    ytr, yte = data["train_labels"], data["test_labels"]
-    tr, te = logits["train"], logits["test"]
-    tf, trt = splits["test_forget"], splits["test_retain"]
-    out = {
-        "acc_forget_train": accuracy(tr[splits["forget"]], ytr[splits["forget"]]),
-        "acc_retain_train": accuracy(tr[splits["retain"]], ytr[splits["retain"]]),
-        "acc_test_forget": accuracy(te[tf], yte[tf]),
-        "acc_test_retain": accuracy(te[trt], yte[trt]),
-        "acc_test": accuracy(te, yte),
-        "entropy_test_forget": entropy(te[tf]).mean().item(),
-    }
+    te = logits["test"]
+    tf, trt, ev = splits["test_forget"], splits["test_retain"], splits["test_eval"]
+    parts = {"acc_forget_train": ("train", splits["forget"]), "acc_retain_train": ("train", splits["retain"]),
+             "acc_test_forget": ("test", tf), "acc_test_retain": ("test", trt), "acc_test": ("test", ev)}
+    out = _accuracies(parts, logits, gold, data)
+    out["entropy_test_forget"] = entropy(te[tf]).mean().item()
     if gold is not None:
         out["jsd_gold_test_forget"] = float(js_distance(te[tf], gold["test"][tf]).mean())
         out["jsd_gold_test_retain"] = float(js_distance(te[trt], gold["test"][trt]).mean())
@@ -80,19 +111,37 @@ def classwise_metrics(logits: dict, data: dict, splits: dict, gold: dict | None 
 
 
 # -------------------------------------------------------------------------------- sample-wise (reference B)
-def samplewise_metrics(logits: dict, data: dict, splits: dict) -> dict:
-    ytr, yte = data["train_labels"], data["test_labels"]
-    f, r = splits["sample_forget"], splits["sample_retain"]
-    return {
-        "acc_forget": accuracy(logits["train"][f], ytr[f]),
-        "acc_retain": accuracy(logits["train"][r], ytr[r]),
-        "acc_test": accuracy(logits["test"], yte),
-    }
+def samplewise_metrics(logits: dict, data: dict, splits: dict, gold: dict | None = None) -> dict:
+    """Accuracy (%) on forget, retain and test_eval rows, each with its 95 % interval (and gap interval to gold)."""
+    parts = {"acc_forget": ("train", splits["sample_forget"]), "acc_retain": ("train", splits["sample_retain"]),
+             "acc_test": ("test", splits["test_eval"])}
+    return _accuracies(parts, logits, gold, data)
+
+
+def selection_gap(track: str, logits: dict, gold: dict, data: dict, splits: dict) -> float:
+    """What --grid minimises: mean |accuracy - gold's| (%) over forget-train, retain-train and `test_val` rows
+    (for the class-wise track, test_val rows of the retained classes). Never uses the reported test rows."""
+    ytr, yte, val = data["train_labels"], data["test_labels"], splits["test_val"]
+    if track == "vit":
+        forget, retain = splits["forget"], splits["retain"]
+        val = val[yte[val] != ytr[forget[0]]]
+    else:
+        forget, retain = splits["sample_forget"], splits["sample_retain"]
+    if not finite(logits):
+        return float("inf")
+    parts = (("train", forget, ytr), ("train", retain, ytr), ("test", val, yte))
+    gaps = [abs(accuracy(logits[p][r], y[r]) - accuracy(gold[p][r], y[r])) for p, r, y in parts]
+    return sum(gaps) / len(gaps)
+
+
+def finite(logits: dict) -> bool:
+    """False when any cached logit is NaN or inf (a diverged model: its figures are not meaningful)."""
+    return all(torch.isfinite(v).all().item() for v in logits.values())
 
 
 # ------------------------------------------------------------------------------ membership-inference attacks
 def attack_features(logits: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
-    """Reference B's attack input: sorted softmax probabilities plus the true-class probability, [N, C + 1]."""
+    """The project's own attack input (not reference B's): sorted softmax + true-class probability, [N, C + 1]."""
     p = probs(logits)
     true_p = p.gather(1, labels.view(-1, 1))
     return torch.cat([p.sort(dim=1, descending=True).values, true_p], dim=1).numpy()
@@ -134,3 +183,113 @@ def mia_efficacy(member_conf: np.ndarray, nonmember_conf: np.ndarray, forget_con
     y = np.concatenate([np.ones(len(member_conf)), np.zeros(len(nonmember_conf))])
     clf = SVC(C=3, gamma="auto", kernel="rbf").fit(x, y)
     return float(1.0 - clf.predict(np.asarray(forget_conf).reshape(-1, 1)).mean())
+
+
+# ----------------------------------------------------- attacks nobody trains against, low-FPR ROC, bootstrap CIs
+def softmax_features(logits: torch.Tensor) -> np.ndarray:
+    """Reference B's attack input: the raw (unsorted) softmax vector [N, C], column k = class k."""
+    return probs(logits).numpy()
+
+
+def true_class_log_prob(logits: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
+    """log p(true class) = -(cross-entropy loss) per row, in nats; float64 so near-certain rows do not all tie at 0."""
+    return torch.log_softmax(logits.double(), dim=1).gather(1, labels.view(-1, 1)).squeeze(1).numpy()
+
+
+def class_offsets(scores: np.ndarray, labels, n_classes: int) -> np.ndarray:
+    """Mean score per class over reference rows, [n_classes]; a class without reference rows gets the overall mean."""
+    labels = np.asarray(labels)
+    counts = np.bincount(labels, minlength=n_classes)
+    sums = np.bincount(labels, weights=scores, minlength=n_classes)
+    return np.where(counts > 0, sums / np.maximum(counts, 1), scores.mean())
+
+
+def calibrated_scores(logits: torch.Tensor, labels: torch.Tensor, ref_logits: torch.Tensor,
+                      ref_labels: torch.Tensor) -> np.ndarray:
+    """Per-class calibrated confidence (the difficulty calibration of Watson et al., ICLR 2022, per class instead of
+    per example): log p(y) minus the mean log p(y) of the reference rows (non-members) of class y. An easy class
+    no longer looks like membership."""
+    offsets = class_offsets(true_class_log_prob(ref_logits, ref_labels), ref_labels, logits.shape[1])
+    return true_class_log_prob(logits, labels) - offsets[np.asarray(labels)]
+
+
+def group_auc(pos_scores, neg_scores) -> float:
+    """ROC AUC of scores with the `pos` rows as positives (members): P(pos > neg) + P(tie) / 2."""
+    pos, neg = np.asarray(pos_scores, float), np.asarray(neg_scores, float)
+    return float(roc_auc_score(np.r_[np.ones(len(pos)), np.zeros(len(neg))], np.r_[pos, neg]))
+
+
+def tpr_at_fpr(y_true, scores, levels=(0.001, 0.01)) -> list[float]:
+    """Highest TPR over thresholds whose FPR <= level, per level (no interpolation, as in Carlini et al. 2022).
+    With n non-members the smallest non-zero FPR is 1/n: below it this is the TPR at FPR 0."""
+    fpr, tpr, _ = roc_curve(y_true, scores)
+    return [float(tpr[fpr <= level].max()) for level in levels]
+
+
+def roc_points_log(y_true, scores, n_grid: int = 100) -> dict:
+    """ROC curve thinned for log-log axes: around each of n_grid log-spaced FPR values from the smallest non-zero
+    FPR to 1, the last ROC point at or below it and the first at or above it, plus (0, 0); <= 2 n_grid + 2 points."""
+    fpr, tpr, _ = roc_curve(y_true, scores)
+    low = fpr[fpr > 0].min() if (fpr > 0).any() else 1.0
+    grid = np.geomspace(low, 1.0, n_grid)
+    keep = np.r_[0, len(fpr) - 1, np.searchsorted(fpr, grid, "left"), np.searchsorted(fpr, grid, "right") - 1]
+    keep = np.unique(keep.clip(0, len(fpr) - 1))
+    return {"fpr": fpr[keep].tolist(), "tpr": tpr[keep].tolist()}
+
+
+def bootstrap_ci(stat_fn, *arrays, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05) -> tuple[float, float]:
+    """Percentile bootstrap interval (1 - alpha) of a statistic over rows. Each array is one group of rows,
+    resampled with replacement on its own, so group sizes stay fixed (stratified). stat_fn is vectorised: it gets
+    each group's resamples stacked as [n_resamples, n_rows, ...] and returns one value per resample. Resamples go
+    in blocks of <= ~4M rows to bound memory. The same seed and group sizes give the same resamples (paired
+    comparisons across models). (nan, nan) when a group is empty."""
+    arrays = [np.asarray(a) for a in arrays]
+    if any(len(a) == 0 for a in arrays):
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    block = max(1, 4_000_000 // sum(len(a) for a in arrays))
+    stats = []
+    for start in range(0, n_boot, block):
+        b = min(block, n_boot - start)
+        stats.append(np.asarray(stat_fn(*(a[rng.integers(0, len(a), (b, len(a)))] for a in arrays)), float))
+    low, high = np.percentile(np.concatenate(stats), [50 * alpha, 100 - 50 * alpha])
+    return float(low), float(high)
+
+
+def mean_ci(values, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05) -> tuple[float, float]:
+    """Bootstrap interval of the mean of per-row values (e.g. 0/1 flags -> interval of a share)."""
+    return bootstrap_ci(lambda v: v.mean(axis=1), np.asarray(values, float), n_boot=n_boot, seed=seed, alpha=alpha)
+
+
+def accuracy_ci(logits: torch.Tensor, labels: torch.Tensor, n_boot: int = 1000, seed: int = 0,
+                alpha: float = 0.05) -> tuple[float, float]:
+    """Bootstrap interval of top-1 accuracy in % (rows resampled)."""
+    correct = (logits.argmax(1) == labels).numpy()
+    low, high = mean_ci(correct, n_boot, seed, alpha)
+    return 100.0 * low, 100.0 * high
+
+
+def auc_ci(pos_scores, neg_scores, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05) -> tuple[float, float]:
+    """Bootstrap interval of group_auc(pos, neg), positives and negatives resampled separately. Mann-Whitney form
+    without re-sorting per resample: sort the negatives once; a positive's wins = negatives strictly below it plus
+    half the ties, i.e. the mean of the resampled negatives among its `left` and `right` searchsorted bounds."""
+    neg = np.sort(np.asarray(neg_scores, float))
+    pos = np.asarray(pos_scores, float)
+    bounds = np.stack([np.searchsorted(neg, pos, "left"), np.searchsorted(neg, pos, "right")], axis=1)
+
+    def auc(b, j):  # b [B, n_pos, 2] resampled positives' bounds; j [B, n_neg] resampled sorted-negative positions
+        n_res, n = j.shape
+        counts = np.bincount((j + n * np.arange(n_res)[:, None]).ravel(), minlength=n_res * n).reshape(n_res, n)
+        below = np.concatenate([np.zeros((n_res, 1)), counts.cumsum(axis=1)], axis=1)  # [:, k]: among k lowest
+        wins = np.take_along_axis(below, b[..., 0], 1) + np.take_along_axis(below, b[..., 1], 1)
+        return wins.sum(axis=1) / (2.0 * b.shape[1] * n)
+
+    return bootstrap_ci(auc, bounds, np.arange(len(neg)), n_boot=n_boot, seed=seed, alpha=alpha)
+
+
+def mia_efficacy_svc(member_conf: np.ndarray, nonmember_conf: np.ndarray) -> SVC:
+    """The fitted SVC behind mia_efficacy (same settings), so the forget rows' predictions can be bootstrapped:
+    mia_efficacy = 1 - svc.predict(forget_conf.reshape(-1, 1)).mean()."""
+    x = np.concatenate([member_conf, nonmember_conf]).reshape(-1, 1)
+    y = np.concatenate([np.ones(len(member_conf)), np.zeros(len(nonmember_conf))])
+    return SVC(C=3, gamma="auto", kernel="rbf").fit(x, y)

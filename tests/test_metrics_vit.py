@@ -31,15 +31,24 @@ def test_js_identical_distributions_is_zero():
     assert js_distance(z, z.clone()) == pytest.approx(np.zeros(5), abs=1e-6)
 
 
-def test_js_disjoint_one_hots_is_one():
-    assert js_distance(one_hot_logits([0, 3, 9]), one_hot_logits([1, 4, 2])) == pytest.approx(np.ones(3), abs=1e-6)
+def test_js_disjoint_one_hots_is_sqrt_ln2():
+    # natural log (scipy's default, reference A's unit): the maximum distance is sqrt(ln 2) = 0.833
+    expected = np.full(3, math.sqrt(math.log(2)))
+    assert js_distance(one_hot_logits([0, 3, 9]), one_hot_logits([1, 4, 2])) == pytest.approx(expected, abs=1e-6)
+
+
+# P = (1/3, 1/3, 1/3), Q = (1, 0, 0), M = (2/3, 1/6, 1/6), natural log:
+# KL(P||M) = 1/3 ln(1/2) + 2/3 ln 2 = (ln 2) / 3; KL(Q||M) = ln(3/2); distance = sqrt of their mean
+JS_UNIFORM_ONE_HOT = math.sqrt((math.log(2) / 3 + math.log(1.5)) / 2)
 
 
 def test_js_uniform_vs_one_hot_hand_computed():
-    # P = (1/3, 1/3, 1/3), Q = (1, 0, 0), M = (2/3, 1/6, 1/6) (base 2):
-    # KL(P||M) = 1/3 * log2(1/2) + 2/3 * log2(2) = 1/3; KL(Q||M) = log2(3/2); distance = sqrt of their mean
-    expected = math.sqrt((1 / 3 + math.log2(1.5)) / 2)
-    assert js_distance(torch.zeros(1, 3), one_hot_logits([0], 3))[0] == pytest.approx(expected, abs=1e-6)
+    assert js_distance(torch.zeros(1, 3), one_hot_logits([0], 3))[0] == pytest.approx(JS_UNIFORM_ONE_HOT, abs=1e-6)
+
+
+def test_js_of_a_diverged_model_is_nan_never_zero():
+    bad = torch.full((2, 3), float("nan"))
+    assert np.isnan(js_distance(bad, one_hot_logits([0, 1], 3))).all()
 
 
 def test_accuracy_hand_made():
@@ -53,7 +62,7 @@ def test_classwise_metrics_hand_made():
     # 3 classes, forget class 0. Train: rows 0, 2 forget (labels 0), rows 1, 3 retain (labels 1, 2).
     data = {"train_labels": torch.tensor([0, 1, 0, 2]), "test_labels": torch.tensor([0, 1, 2])}
     splits = {"forget": torch.tensor([0, 2]), "retain": torch.tensor([1, 3]),
-              "test_forget": torch.tensor([0]), "test_retain": torch.tensor([1, 2])}
+              "test_forget": torch.tensor([0]), "test_retain": torch.tensor([1, 2]), "test_eval": torch.tensor([0, 1, 2])}
     train = one_hot_logits([0, 1, 1, 2], 3)  # forget: 1 of 2 right; retain: 2 of 2 right
     test = torch.cat([torch.zeros(1, 3), one_hot_logits([1, 0], 3)])  # row 0 uniform (argmax 0: right), row 2 wrong
     gold_test = torch.cat([one_hot_logits([0], 3), test[1:]])  # same as the model on test_retain
@@ -64,6 +73,8 @@ def test_classwise_metrics_hand_made():
     assert m["acc_test_retain"] == pytest.approx(50.0)
     assert m["acc_test"] == pytest.approx(200 / 3)
     assert m["entropy_test_forget"] == pytest.approx(math.log(3), abs=1e-6)
-    assert m["jsd_gold_test_forget"] == pytest.approx(math.sqrt((1 / 3 + math.log2(1.5)) / 2), abs=1e-6)
+    assert m["jsd_gold_test_forget"] == pytest.approx(JS_UNIFORM_ONE_HOT, abs=1e-6)
+    lo, hi = m["acc_forget_train_ci"]
+    assert lo <= 50.0 <= hi and m["acc_forget_train_gap_ci"] == [0.0, 0.0]  # same train logits as gold
     assert m["jsd_gold_test_retain"] == pytest.approx(0.0, abs=1e-6)
     assert "jsd_gold_test_forget" not in classwise_metrics({"train": train, "test": test}, data, splits)

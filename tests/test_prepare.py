@@ -38,9 +38,13 @@ def test_splits_are_disjoint_and_cover(run_stage, tmp_path, kaggle_dir):
     n_train, n_test = len(data["train_labels"]), len(data["test_labels"])
     assert n_train + n_test == 120 and n_test == 24  # seeded 80/20
     assert data["train_images"].dtype == torch.uint8 and data["train_images"].shape[1:] == (3, 32, 32)
-    for a, b, n in (("forget", "retain", n_train), ("test_forget", "test_retain", n_test),
-                    ("sample_forget", "sample_retain", n_train)):
+    for a, b, n in (("forget", "retain", n_train), ("sample_forget", "sample_retain", n_train)):
         assert not _set(s[a]) & _set(s[b]) and _set(s[a]) | _set(s[b]) == set(range(n))
+    # test rows: three disjoint pools that cover the test split; class-wise test rows live in test_eval
+    pools = [_set(s[k]) for k in ("test_unseen", "test_val", "test_eval")]
+    assert all(p for p in pools) and sum(len(p) for p in pools) == n_test and set().union(*pools) == set(range(n_test))
+    assert not _set(s["test_forget"]) & _set(s["test_retain"])
+    assert _set(s["test_forget"]) | _set(s["test_retain"]) == _set(s["test_eval"])
     assert (data["train_labels"][s["forget"]] == 0).all() and (data["train_labels"][s["retain"]] != 0).all()
     assert (data["test_labels"][s["test_forget"]] == 0).all()
     assert len(s["sample_forget"]) == 10
@@ -53,8 +57,11 @@ def test_splits_are_disjoint_and_cover(run_stage, tmp_path, kaggle_dir):
         assert not _set(parts["nonmembers_attack"]) & _set(parts["nonmembers_eval"])
         m = _set(parts["members_attack"]) | _set(parts["members_eval"])
         assert m <= _set(s[members])  # members never include forget samples
-        allowed = set(range(n_test)) if nonmembers is None else _set(s[nonmembers])
+        allowed = _set(s["test_eval"]) if nonmembers is None else _set(s[nonmembers])
         assert _set(parts["nonmembers_attack"]) | _set(parts["nonmembers_eval"]) <= allowed
+        # the rows a method may see (test_unseen) and the selection rows never become attack non-members
+        assert not (_set(parts["nonmembers_attack"]) | _set(parts["nonmembers_eval"])) & (
+            _set(s["test_unseen"]) | _set(s["test_val"]))
     assert (out / "manifest.json").is_file() and (out / "metrics.json").is_file()
 
 

@@ -99,12 +99,12 @@ def main() -> None:
         model.load_state_dict(init_state)  # identical starting weights for original and gold
         model.to(device)
         result = train_reference(model, images, labels, rows[name], cfg, device, log, name)
-        logits = split_logits(model, on_device, cfg.eval_batch_size, vit_transform(cfg.img_size), device, cfg.amp)
+        logits = split_logits(model, on_device, cfg.eval_batch_size, vit_transform(cfg.img_size), device)
         save_checkpoint(out / f"{name}.pt", model, cfg.model, model_args(cfg), config_dict(cfg), trained_on=name)
         save_logits(logits_path(cfg.results, STAGE, name), logits["train"], logits["test"])
         result.update(n_train_rows=len(rows[name]),
                       acc_train=accuracy(logits["train"][rows[name]], data["train_labels"][rows[name]]),
-                      acc_test=accuracy(logits["test"], data["test_labels"]))
+                      acc_test=accuracy(logits["test"][splits["test_eval"]], data["test_labels"][splits["test_eval"]]))
         models[name] = result
         log.log("trained", model=name, seconds=result["seconds"], acc_train=result["acc_train"],
                 acc_test=result["acc_test"])

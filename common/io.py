@@ -53,6 +53,16 @@ def atomic_path(path: str | Path):
         raise
 
 
+def remove_stale(out_dir: str | Path, keep: list) -> list[Path]:
+    """Delete the .pt / .png artefacts under `out_dir` that this run did not write (e.g. a method no longer in
+    --methods), so later stages never read a previous run's outputs. Returns what was removed."""
+    keep = {Path(p).resolve() for p in keep}
+    stale = [p for p in Path(out_dir).rglob("*") if p.suffix in (".pt", ".png") and p.resolve() not in keep]
+    for p in stale:
+        p.unlink()
+    return stale
+
+
 def save_torch(obj, path: str | Path) -> None:
     import torch
 

@@ -13,11 +13,14 @@ from common.models import autocast
 
 def train_epoch(model: nn.Module, batch_iter: Iterable, optimizer: torch.optim.Optimizer,
                 loss_fn: Callable, device: str, amp: bool, total: int | None = None,
-                scheduler=None, desc: str = "train") -> dict:
-    """One pass of `loss_fn(model, x, y) -> (loss, logits)` over `batch_iter`; returns mean loss and accuracy (%)."""
+                scheduler=None, desc: str = "train", stop: Callable[[], bool] | None = None) -> dict:
+    """One pass of `loss_fn(model, x, y) -> (loss, logits)` over `batch_iter`; returns mean loss, accuracy (%) and
+    the number of optimiser steps. `stop()` is asked before every step (a compute budget): True ends the pass."""
     model.train()
-    loss_sum, correct, seen = 0.0, 0, 0
-    for x, y in tqdm(batch_iter, total=total, desc=desc, leave=False, mininterval=2.0):
+    loss_sum, correct, seen, steps = 0.0, 0, 0, 0
+    for x, y in progress(batch_iter, total=total, desc=desc):
+        if stop is not None and stop():
+            break
         with autocast(device, amp):
             loss, logits = loss_fn(model, x, y)
         optimizer.zero_grad(set_to_none=True)
@@ -28,7 +31,13 @@ def train_epoch(model: nn.Module, batch_iter: Iterable, optimizer: torch.optim.O
         loss_sum += loss.item() * len(y)
         correct += (logits.argmax(1) == y).sum().item()
         seen += len(y)
-    return {"loss": loss_sum / max(seen, 1), "acc": 100.0 * correct / max(seen, 1)}
+        steps += 1
+    return {"loss": loss_sum / max(seen, 1), "acc": 100.0 * correct / max(seen, 1), "steps": steps}
+
+
+def progress(it: Iterable, total: int | None = None, desc: str = "") -> Iterable:
+    """tqdm on a terminal; silent when output goes to a file or pipe (`make all > log` gets no \\r frames)."""
+    return tqdm(it, total=total, desc=desc, leave=False, mininterval=2.0, disable=None)
 
 
 def cross_entropy_loss(label_smoothing: float = 0.0) -> Callable:
@@ -42,22 +51,21 @@ def cross_entropy_loss(label_smoothing: float = 0.0) -> Callable:
 
 
 @torch.no_grad()
-def predict(model: nn.Module, batch_iter: Iterable, device: str, amp: bool, total: int | None = None,
-            desc: str = "eval", features: bool = False) -> torch.Tensor:
-    """Float32 CPU logits (or, with `features`, timm pre-logit features) for every batch, in order."""
+def predict(model: nn.Module, batch_iter: Iterable, device: str, total: int | None = None, desc: str = "eval",
+            features: bool = False) -> torch.Tensor:
+    """Float32 CPU logits (or, with `features`, timm pre-logit features) for every batch, in order. Evaluation
+    runs in float32 without autocast: bf16 would quantise confidences and tie the attacks' features."""
     model.eval()
     outs = []
-    for x, _ in tqdm(batch_iter, total=total, desc=desc, leave=False, mininterval=2.0):
-        with autocast(device, amp):
-            out = model.forward_head(model.forward_features(x), pre_logits=True) if features else model(x)
+    for x, _ in progress(batch_iter, total=total, desc=desc):
+        out = model.forward_head(model.forward_features(x), pre_logits=True) if features else model(x)
         outs.append(out.float().cpu())
     return torch.cat(outs) if outs else torch.empty(0)
 
 
-def split_logits(model: nn.Module, splits: dict, batch_size: int, transform: Callable, device: str,
-                 amp: bool) -> dict:
+def split_logits(model: nn.Module, splits: dict, batch_size: int, transform: Callable, device: str) -> dict:
     """One eval forward pass over every row of each named (uint8 images, labels) split, in row order:
     {name: float32 CPU logits}. Used for the logits caches (common.metrics)."""
-    return {name: predict(model, batches(x, y, None, batch_size, transform, device), device, amp,
+    return {name: predict(model, batches(x, y, None, batch_size, transform, device), device,
                           total=num_batches(len(y), batch_size), desc=name)
             for name, (x, y) in splits.items()}

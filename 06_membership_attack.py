@@ -6,23 +6,46 @@ Tracks and targets (a model is attacked when its logits file exists; the output 
   vit     original, gold (results/03_train_vit_refs/logits/) and every method in results/04_unlearn_vit/logits/;
           forget set = forget (the forgotten class), membership sets mia_class_*
 Members are training rows the model saw (retain), non-members are test rows; stage 01 drew both balanced and cut
-each into an attack-training half (*_attack) and a held-out half (*_eval).
+each into an attack-training half (*_attack) and a held-out half (*_eval). Attack labels: 1 = member.
 
-Per model:
-  - reference B's attack: a scikit-learn classifier (--classifier: hgb | logreg | rf) on attack features = sorted
-    softmax probabilities + true-class probability (common.metrics.attack_features), fitted on the *_attack half
-    (member = 1). Accuracy, precision, recall, F1 and FNR on `train` (the attack half it was fitted on), `test`
-    (the held-out half) and `forget` (every forget row is a true member of original's training set, so there
-    FNR = share of forget rows the attack calls non-member, accuracy = recall = 1 - FNR);
-  - threshold-free: ROC AUC and TPR at 1 % FPR of the attack's member probability on the held-out half;
-  - SalUn's MIA-efficacy: RBF SVC (C=3, gamma auto) on true-class confidence, retain (attack half) = member vs
-    test (attack half) = non-member; the share of forget rows it predicts non-member.
+Attacks per model (scores: higher = member):
+  reference_b  reference B's attack: scikit-learn MLP 10 -> 64 -> 32 (ReLU), Adam lr 1e-3, batch 64, 10 epochs, on
+               the RAW (unsorted) softmax vector. Fitted on the *_attack half; B itself split one balanced set 80/20.
+  own          the project's own attack: a scikit-learn classifier (--classifier: hgb | logreg | rf) on sorted
+               softmax probabilities + true-class probability (common.metrics.attack_features), fitted on *_attack.
+  loss         loss threshold (Yeom et al., CSF 2018): score = -cross-entropy of the true label. Nothing fitted.
+  calibrated   per-class calibrated confidence (Watson et al., ICLR 2022): log p(true class) minus its mean over
+               the *_nonmembers_attack rows of that class (the only fitted part: one offset per class).
+No unlearning method trains against loss or calibrated, so they also check methods that target an attack.
+On the vit track the forget rows are one class that no membership row has: calibrated gives it the mean offset of
+all classes, and its forget_auc compares different classes, so only the comparison with gold's value means much.
+Figures of every attack: `auc` and TPR at 0.1 % / 1 % FPR on the held-out half (members_eval vs nonmembers_eval;
+TPR = best TPR at FPR <= level, no interpolation), `forget_auc` = AUC of forget rows vs held-out non-members (for
+a model that never saw the forget rows, about the non-member level; read it against gold's). The two fitted
+classifiers add accuracy / precision / recall / F1 / FNR on train (the *_attack half), test (*_eval) and forget
+(every forget row is a true member of original's training set, so FNR = share called non-member). 95 % percentile
+bootstrap intervals (1000 resamples, members and non-members resampled separately, seed = --seed) for every AUC,
+forget_auc, forget_fnr and for SalUn's MIA-efficacy (RBF SVC, C=3, gamma auto, on true-class confidence, retain
+(attack half) = member vs test (attack half) = non-member; the share of forget rows it calls non-member; the SVC is
+fitted once and only its forget predictions are resampled).
 The target of every figure is gold's value (a model that never saw the forget set), not 0 or 1: each non-gold
-model carries `vs_gold` = {figure: {value, gold, gap = value - gold}}, and the printed tables put gold beside it.
+model carries `vs_gold` = {figure: {value, gold, gap = value - gold}}, and the printed tables put gold first.
 
 Reads   results/01_prepare_data/{data.pt, splits.pt}, the logits caches above
-Writes  results/06_membership_attack/metrics.json = {"resnet": {model: {...}}, "vit": {...}, "note": "..."},
-        roc.json = {track: {model: {"fpr": [...], "tpr": [...]}}} (held-out half), manifest.json, log.jsonl
+Writes  results/06_membership_attack/
+  metrics.json = {"resnet": {model: figures}, "vit": {model: figures}, "note": "..."}, figures =
+    {"attack_train" | "attack_test" | "attack_forget": {accuracy, precision, recall, f1, fnr, n},  # own attack
+     "auc", "tpr_at_1pct_fpr",          # own attack, held-out half (TPR interpolated, common.metrics.roc_summary)
+     "mia_efficacy", "mia_efficacy_ci": [low, high],
+     "attacks": {"reference_b" | "own": {"{train,test,forget}_{accuracy,precision,recall,f1,fnr}", "forget_fnr_ci",
+                                         "auc", "auc_ci", "forget_auc", "forget_auc_ci",
+                                         "tpr_at_0.1pct_fpr", "tpr_at_1pct_fpr"},
+                 "loss" | "calibrated": {"auc", "auc_ci", "forget_auc", "forget_auc_ci",
+                                         "tpr_at_0.1pct_fpr", "tpr_at_1pct_fpr"}},
+     "logits": path, "vs_gold": {...} (non-gold models)}
+    A model with non-finite logits gets {"diverged": true, "logits": path} only.
+  roc.json = {track: {model: {attack: {"fpr": [...], "tpr": [...]}}}} (held-out half; thinned on a log-spaced FPR
+    grid down to the smallest non-zero FPR, for log-log axes), manifest.json, log.jsonl
 Run
   python 06_membership_attack.py
   python 06_membership_attack.py --profile smoke --results results-smoke/results --device cpu
@@ -31,11 +54,15 @@ Run
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
+import torch
 from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
+from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
@@ -43,8 +70,9 @@ from common.config import AttackConfig, config_dict, parse_config, print_config,
 from common.data import PREPARE_STAGE, load_prepared, stage_dir
 from common.io import PipelineError, run_main, save_json, write_manifest
 from common.log import RunLog
-from common.metrics import (attack_features, binary_metrics, load_logits, mia_efficacy, roc_summary,
-                            true_class_confidence)
+from common.metrics import (attack_features, auc_ci, binary_metrics, calibrated_scores, group_auc, load_logits,
+                            mean_ci, mia_efficacy_svc, roc_points_log, roc_summary, softmax_features, tpr_at_fpr,
+                            true_class_confidence, true_class_log_prob)
 from common.seed import set_seed
 
 STAGE = "06_membership_attack"
@@ -58,8 +86,17 @@ CLASSIFIERS = {
     "logreg": lambda seed: make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)),
     "rf": lambda seed: RandomForestClassifier(n_estimators=200, min_samples_leaf=5, random_state=seed),
 }
+ATTACKS = ("reference_b", "own", "loss", "calibrated")
+FITTED = ("reference_b", "own")  # attacks with a member / non-member classifier (binary figures, forget FNR)
 PARTS = ("train", "test", "forget")
 BINARY = ("accuracy", "precision", "recall", "f1", "fnr")
+N_BOOT = 1000  # bootstrap resamples per 95 % interval
+
+
+def reference_b_mlp(seed: int) -> MLPClassifier:
+    """Reference B's attack model. alpha=0: B's loss is plain cross-entropy (sklearn's default adds L2 1e-4)."""
+    return MLPClassifier(hidden_layer_sizes=(64, 32), activation="relu", solver="adam", learning_rate_init=1e-3,
+                         batch_size=64, max_iter=10, alpha=0.0, random_state=seed)
 
 
 def find_targets(results, track: str) -> tuple[dict[str, Path], list[str]]:
@@ -74,35 +111,94 @@ def find_targets(results, track: str) -> tuple[dict[str, Path], list[str]]:
     return found, missing
 
 
+def score_figures(s: dict, seed: int) -> tuple[dict, dict]:
+    """Threshold-free figures of one attack's per-row member scores s = {row set: scores}, and its held-out ROC."""
+    pos, neg, forget = s["members_eval"], s["nonmembers_eval"], s["forget"]
+    y, scores = np.r_[np.ones(len(pos)), np.zeros(len(neg))], np.r_[pos, neg]
+    tpr01, tpr1 = tpr_at_fpr(y, scores, (0.001, 0.01))
+    return ({"auc": group_auc(pos, neg), "auc_ci": list(auc_ci(pos, neg, N_BOOT, seed)),
+             "forget_auc": group_auc(forget, neg), "forget_auc_ci": list(auc_ci(forget, neg, N_BOOT, seed)),
+             "tpr_at_0.1pct_fpr": tpr01, "tpr_at_1pct_fpr": tpr1},
+            roc_points_log(y, scores))
+
+
+def fit_classifier(clf, x: dict) -> tuple[dict, dict]:
+    """Fit clf on x["members_attack"] (1) vs x["nonmembers_attack"] (0) features; returns
+    ({part: (true, predicted membership)} for train / test / forget, {row set: P(member)})."""
+    def xy(half):
+        m, n = x[f"members_{half}"], x[f"nonmembers_{half}"]
+        return np.concatenate([m, n]), np.r_[np.ones(len(m)), np.zeros(len(n))]
+
+    sets = {"train": xy("attack"), "test": xy("eval"), "forget": (x["forget"], np.ones(len(x["forget"])))}
+    clf.fit(*sets["train"])
+    predicted = {part: (y, clf.predict(v)) for part, (v, y) in sets.items()}
+    return predicted, {k: clf.predict_proba(v)[:, 1] for k, v in x.items()}
+
+
 def fit_attack(logits: dict, data: dict, splits: dict, track: str, cfg: AttackConfig) -> tuple[dict, dict]:
-    """Reference B's attack + ROC + SalUn's MIA-efficacy for one target model; returns (figures, roc points)."""
+    """Every attack + SalUn's MIA-efficacy for one target model; returns (figures, {attack: held-out ROC points})."""
     ytr, yte = data["train_labels"], data["test_labels"]
     mia, cap = TRACKS[track]["mia"], (cfg.max_per_group or None)
-
-    def member_set(half):  # (features, member labels) of one half: train rows = 1, test rows = 0
-        m, n = splits[f"{mia}_members_{half}"][:cap], splits[f"{mia}_nonmembers_{half}"][:cap]
-        x = np.concatenate([attack_features(logits["train"][m], ytr[m]), attack_features(logits["test"][n], yte[n])])
-        return x, np.concatenate([np.ones(len(m)), np.zeros(len(n))])
-
     forget = splits[TRACKS[track]["forget"]]
-    sets = {"train": member_set("attack"), "test": member_set("eval"),
-            "forget": (attack_features(logits["train"][forget], ytr[forget]), np.ones(len(forget)))}
-    clf = CLASSIFIERS[cfg.classifier](cfg.seed).fit(*sets["train"])
-    out = {f"attack_{part}": binary_metrics(y, clf.predict(x)) for part, (x, y) in sets.items()}
-    roc = roc_summary(sets["test"][1], clf.predict_proba(sets["test"][0])[:, 1])
-    out["auc"], out["tpr_at_1pct_fpr"] = roc["auc"], roc["tpr_at_1pct_fpr"]
-    m, n = splits[f"{mia}_members_attack"][:cap], splits[f"{mia}_nonmembers_attack"][:cap]
-    out["mia_efficacy"] = mia_efficacy(true_class_confidence(logits["train"][m], ytr[m]),
-                                       true_class_confidence(logits["test"][n], yte[n]),
-                                       true_class_confidence(logits["train"][forget], ytr[forget]))
-    return out, {"fpr": roc["roc_fpr"], "tpr": roc["roc_tpr"]}
+
+    def rows(feature) -> dict:  # {row set: feature(logits, labels)}; members and forget rows are training rows
+        out = {"forget": feature(logits["train"][forget], ytr[forget])}
+        for half in ("attack", "eval"):
+            m, n = splits[f"{mia}_members_{half}"][:cap], splits[f"{mia}_nonmembers_{half}"][:cap]
+            out[f"members_{half}"] = feature(logits["train"][m], ytr[m])
+            out[f"nonmembers_{half}"] = feature(logits["test"][n], yte[n])
+        return out
+
+    ref = splits[f"{mia}_nonmembers_attack"][:cap]  # calibration rows: attack-training non-members only
+    scores, predicted = {}, {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # 10 epochs is reference B's setting, not a mistake
+        predicted["reference_b"], scores["reference_b"] = fit_classifier(
+            reference_b_mlp(cfg.seed), rows(lambda z, y: softmax_features(z)))
+    predicted["own"], scores["own"] = fit_classifier(CLASSIFIERS[cfg.classifier](cfg.seed), rows(attack_features))
+    binary = {name: {part: binary_metrics(*yp) for part, yp in p.items()} for name, p in predicted.items()}
+    scores["loss"] = rows(true_class_log_prob)
+    scores["calibrated"] = rows(lambda z, y: calibrated_scores(z, y, logits["test"][ref], yte[ref]))
+
+    attacks, roc = {}, {}
+    for name in ATTACKS:
+        attacks[name], roc[name] = score_figures(scores[name], cfg.seed)
+        if name in FITTED:
+            attacks[name].update({f"{part}_{k}": binary[name][part][k] for part in PARTS for k in BINARY})
+            called_out = 1.0 - predicted[name]["forget"][1]  # 1 = forget row called non-member
+            attacks[name]["forget_fnr_ci"] = list(mean_ci(called_out, N_BOOT, cfg.seed))
+
+    # the project's own attack under its original keys (stage 07 reads them)
+    out = {f"attack_{part}": binary["own"][part] for part in PARTS}
+    own = scores["own"]
+    held_out = roc_summary(np.r_[np.ones(len(own["members_eval"])), np.zeros(len(own["nonmembers_eval"]))],
+                           np.r_[own["members_eval"], own["nonmembers_eval"]])
+    out["auc"], out["tpr_at_1pct_fpr"] = held_out["auc"], held_out["tpr_at_1pct_fpr"]
+    m = splits[f"{mia}_members_attack"][:cap]
+    svc = mia_efficacy_svc(true_class_confidence(logits["train"][m], ytr[m]),
+                           true_class_confidence(logits["test"][ref], yte[ref]))
+    called_member = svc.predict(true_class_confidence(logits["train"][forget], ytr[forget]).reshape(-1, 1))
+    out["mia_efficacy"] = float(1.0 - called_member.mean())  # = common.metrics.mia_efficacy, SVC fitted once
+    out["mia_efficacy_ci"] = list(mean_ci(1.0 - called_member, N_BOOT, cfg.seed))
+    out["attacks"] = attacks
+    return out, roc
+
+
+def figure_rows(fig: dict) -> dict[str, tuple[float, list | None]]:
+    """{"forget fnr": (value, ci or None), ...}: every scalar figure of one model under a readable name."""
+    out = {f"{part} {k}": (fig[f"attack_{part}"][k], None) for part in PARTS for k in BINARY}
+    out.update({"test auc": (fig["auc"], None), "test tpr@1%fpr": (fig["tpr_at_1pct_fpr"], None),
+                "mia_efficacy": (fig["mia_efficacy"], fig.get("mia_efficacy_ci"))})
+    for name, a in fig.get("attacks", {}).items():
+        for key in ("auc", "forget_auc", "forget_fnr"):
+            if key in a:
+                out[f"{name} {key.replace('_', ' ')}"] = (a[key], a.get(f"{key}_ci"))
+    return out
 
 
 def flat(fig: dict) -> dict:
     """{"forget fnr": ..., "test auc": ...}: every scalar figure of one model under a readable name."""
-    out = {f"{part} {k}": fig[f"attack_{part}"][k] for part in PARTS for k in BINARY}
-    out.update({"test auc": fig["auc"], "test tpr@1%fpr": fig["tpr_at_1pct_fpr"], "mia_efficacy": fig["mia_efficacy"]})
-    return out
+    return {k: v for k, (v, _) in figure_rows(fig).items()}
 
 
 def vs_gold(fig: dict, gold: dict) -> dict:
@@ -111,13 +207,17 @@ def vs_gold(fig: dict, gold: dict) -> dict:
 
 
 def table(track: str, figs: dict) -> str:
-    """Figures as rows, models as columns, gold's column first after the figure name (the target)."""
+    """Figures as rows, models as columns, gold's column first (the target); 95 % intervals in brackets."""
     names = sorted(figs, key=lambda m: m != "gold")
-    rows = [f"{'figure':16s}" + "".join(f"{('gold (target)' if m == 'gold' else m):>16s}" for m in names)]
-    flats = {m: flat(figs[m]) for m in names}
-    for key in flats[names[0]]:
-        rows.append(f"{key:16s}" + "".join(f"{flats[m][key]:16.3f}" for m in names))
-    return f"[{STAGE}] {track} track (1 = member; target for every model = gold's value)\n" + "\n".join(rows)
+    rows_of = {m: figure_rows(figs[m]) for m in names}
+
+    def cell(value, ci):
+        return f"{value:.3f}" + (f" [{ci[0]:.2f},{ci[1]:.2f}]" if ci else "")
+
+    lines = [f"{'figure':24s}" + "".join(f"{('gold (target)' if m == 'gold' else m):>22s}" for m in names)]
+    for key in rows_of[names[0]]:
+        lines.append(f"{key:24s}" + "".join(f"{cell(*rows_of[m][key]):>22s}" for m in names))
+    return f"[{STAGE}] {track} track (1 = member; target for every model = gold's value)\n" + "\n".join(lines)
 
 
 def check_logits(logits: dict, data: dict, path: Path) -> None:
@@ -152,22 +252,28 @@ def main() -> None:
         for model, path in found.items():
             logits = load_logits(path)
             check_logits(logits, data, path)
+            inputs.append(path)
+            if not all(torch.isfinite(v).all() for v in logits.values()):  # diverged: no attack is meaningful
+                metrics[track][model] = {"diverged": True, "logits": str(path)}
+                notes.append(f"{track}: {model} has non-finite logits (diverged), not attacked")
+                continue
             metrics[track][model], roc[track][model] = fit_attack(logits, data, splits, track, cfg)
             metrics[track][model]["logits"] = str(path)
-            inputs.append(path)
-        if metrics[track] and "gold" not in metrics[track]:
-            notes.append(f"{track}: no gold logits, so no gold targets")
-        if "gold" in metrics[track]:
-            for model, fig in metrics[track].items():
+        attacked = {m: f for m, f in metrics[track].items() if not f.get("diverged")}
+        if attacked and "gold" not in attacked:
+            notes.append(f"{track}: no gold figures, so no gold targets")
+        if "gold" in attacked:
+            for model, fig in attacked.items():
                 if model != "gold":
-                    fig["vs_gold"] = vs_gold(fig, metrics[track]["gold"])
-        if metrics[track]:
-            print(table(track, metrics[track]))
-            for model, fig in metrics[track].items():
+                    fig["vs_gold"] = vs_gold(fig, attacked["gold"])
+        if attacked:
+            print(table(track, attacked))
+            for model, fig in attacked.items():
                 log.log("attack", echo=False, track=track, model=model, **flat(fig))
 
     metrics["note"] = ("Attack labels: 1 = member. The target for every figure of an unlearned model is gold's value "
-                       "(gold never saw the forget set), not 0 or 1. " + " ".join(notes)).strip()
+                       "(gold never saw the forget set), not 0 or 1. [low, high] = 95 % bootstrap interval. "
+                       + " ".join(notes)).strip()
     print(f"[{STAGE}] note: {metrics['note']}")
     save_json(roc, out / "roc.json")
     d01 = stage_dir(cfg.results, PREPARE_STAGE)

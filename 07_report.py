@@ -4,18 +4,23 @@ Reads   results/01_prepare_data/{metrics,manifest}.json, results/02_train_resnet
         results/03_train_vit_refs/metrics.json, results/04_unlearn_vit/{metrics.json, tsne.png},
         results/05_unlearn_gan/metrics.json, results/06_membership_attack/{metrics.json, roc.json}
         (only metrics/manifest/figure files: nothing is retrained or re-evaluated here)
-Writes  results/report.md       header (data, profile, device, seed, git sha, ViT init) + per-track tables with
-                                each unlearned value's gap to gold, Avg Gap, RTE, attack tables, figure links
-        results/summary.csv     one row per (track, model) with every metric
-        results/07_report/      accuracy.png, vit_js_entropy.png, roc.png, training_curves.png,
-                                manifest.json, metrics.json
+Writes  results/report.md       header (data, profile, device, seed, git sha, ViT init) + per-track tables: every
+                                value with its 95 % interval and its gap to gold (marked n.s. when the gap's
+                                interval contains 0), Avg Gap, RTE, the lr and whether the budget cut the method;
+                                methods sorted by Avg Gap; attack tables; figure links
+        results/summary.csv     one row per (track, model) with every metric (intervals as *_ci_lo / *_ci_hi)
+        results/07_report/      accuracy.png, vit_js_entropy.png, roc.png (log-log), training_curves.png,
+                                gap_vs_rte.png, manifest.json, metrics.json
 Run     python 07_report.py [--results results]; smoke: python 07_report.py --profile smoke --results results-smoke/results
 A stage whose outputs are missing gets one line naming the command that makes it; the rest still renders.
 
 Avg Gap (the literature's summary, e.g. SalUn): mean |model - gold| over forget accuracy, retain accuracy, test
 accuracy and MIA-efficacy (all in %). For the class-wise ViT track "test" is the test accuracy on the retained
 classes (gold cannot score on the forgotten one). Lower is better; gold scores 0 by definition.
-RTE (run-time efficiency): the method's wall time, and as % of gold's training time (retraining from scratch).
+RTE (run-time efficiency): the method's wall time (its unlearning steps, no evaluation), and as % of gold's
+training time measured the same way (training passes only).
+"Cannot show unlearning": a track whose original and gold forget accuracies are indistinguishable (the interval
+of their paired gap contains 0) gets a caution: there was nothing measurable to unlearn.
 """
 from __future__ import annotations
 
@@ -42,14 +47,15 @@ STAGES = {
     "02_train_resnet": ("ResNet original + gold", "make {R}/02_train_resnet/metrics.json"),
     "03_train_vit_refs": ("ViT original + gold", "make {R}/03_train_vit_refs/metrics.json"),
     "04_unlearn_vit": ("ViT unlearning", "make {R}/04_unlearn_vit/metrics.json"),
-    "05_unlearn_gan": ("GAN unlearning", "make {R}/05_unlearn_gan/metrics.json"),
+    "05_unlearn_gan": ("ResNet unlearning", "make {R}/05_unlearn_gan/metrics.json"),
     "06_membership_attack": ("membership-inference attacks", "make {R}/06_membership_attack/metrics.json"),
 }
 # Avg Gap terms per track: (forget acc, retain acc, test acc) keys; MIA-efficacy comes from stage 06.
 GAP_KEYS = {"vit": ("acc_forget_train", "acc_retain_train", "acc_test_retain"),
             "resnet": ("acc_forget", "acc_retain", "acc_test")}
-NO_GAP = {"seconds", "epochs", "n"}  # columns shown without a gap to gold
-TRACE_MIN = 2.0  # Avg Gap (%) of original to gold below which the forget data left too little trace to judge
+FORGET_KEY = {"vit": "acc_forget_train", "resnet": "acc_forget"}
+REFS = ("original", "gold")
+ROC_ATTACK = "loss"  # the ROC figure's attack: no method trains against it
 
 
 def read_json(path: Path):
@@ -57,13 +63,16 @@ def read_json(path: Path):
 
 
 def flatten(d: dict, prefix: str = "") -> dict:
-    """{"forget": {"fnr": 0.2}} -> {"forget_fnr": 0.2}; lists (curves, histories) are dropped."""
+    """{"loss": {"auc": 0.6, "auc_ci": [0.5, 0.7]}} -> {"loss_auc": 0.6, "loss_auc_ci_lo": 0.5, "loss_auc_ci_hi":
+    0.7}; booleans kept, other lists (curves, histories) dropped."""
     out = {}
     for k, v in d.items():
         key = f"{prefix}{k}"
         if isinstance(v, dict):
             out.update(flatten(v, key + "_"))
-        elif isinstance(v, (int, float)) and not isinstance(v, bool):
+        elif isinstance(v, list) and len(v) == 2 and all(isinstance(x, (int, float)) for x in v):
+            out[f"{key}_lo"], out[f"{key}_hi"] = v
+        elif isinstance(v, (int, float)):
             out[key] = v
     return out
 
@@ -84,51 +93,38 @@ def load_all(results: Path) -> tuple[dict, list[str]]:
 def track_tables(m: dict) -> dict[str, pd.DataFrame]:
     """One DataFrame per track, a row per model, every numeric metric as a column (attack columns prefixed)."""
     rows: dict[str, dict[str, dict]] = {"vit": {}, "resnet": {}}
-    if "04_unlearn_vit" in m:
-        rows["vit"].update({k: flatten(v) for k, v in m["04_unlearn_vit"]["models"].items()})
-    elif "03_train_vit_refs" in m:
-        rows["vit"].update({k: flatten(v) for k, v in m["03_train_vit_refs"].get("models", {}).items()})
-    for stage in ("02_train_resnet", "05_unlearn_gan"):
-        if stage in m:
-            rows["resnet"].update({k: flatten(v) for k, v in m[stage]["models"].items()})
-    attack = m.get("06_membership_attack", {})
+    drop = ("history", "grid", "vs_gold", "logits")
+    for stage, track in (("03_train_vit_refs", "vit"), ("04_unlearn_vit", "vit"), ("02_train_resnet", "resnet"),
+                         ("05_unlearn_gan", "resnet")):
+        for model, v in m.get(stage, {}).get("models", {}).items():
+            rows[track].setdefault(model, {}).update(flatten({k: x for k, x in v.items() if k not in drop}))
     for track in rows:
-        for model, a in attack.get(track, {}).items():
+        for model, a in m.get("06_membership_attack", {}).get(track, {}).items():
             if isinstance(a, dict):  # 06's own vs_gold block is skipped: the report derives every gap itself
-                figs = flatten({k: v for k, v in a.items() if k != "vs_gold"})
+                a = {**{k: v for k, v in a.items() if k not in drop + ("attacks",)}, **a.get("attacks", {})}
+                figs = flatten(a)
                 rows[track].setdefault(model, {}).update(
                     {(k if k.startswith("attack_") else f"attack_{k}"): v for k, v in figs.items()})
     return {t: pd.DataFrame.from_dict(r, orient="index") for t, r in rows.items() if r}
 
 
-def mia_efficacy_column(df: pd.DataFrame) -> str | None:
-    cols = [c for c in df.columns if c.endswith("mia_efficacy")]
-    return cols[0] if cols else None
-
-
 def add_summaries(track: str, df: pd.DataFrame) -> pd.DataFrame:
-    """Avg Gap to gold (%) and RTE (% of gold's training time) for every model."""
+    """Avg Gap to gold (%) and RTE (% of gold's training time) for every model; methods sorted by Avg Gap."""
     if "gold" not in df.index:
         return df
     keys = [k for k in GAP_KEYS[track] if k in df.columns]
     gaps = [(df[k] - df.loc["gold", k]).abs() for k in keys]
-    mia = mia_efficacy_column(df)
-    if mia:
-        gaps.append(100 * (df[mia] - df.loc["gold", mia]).abs())
+    if "attack_mia_efficacy" in df.columns:
+        gaps.append(100 * (df["attack_mia_efficacy"] - df.loc["gold", "attack_mia_efficacy"]).abs())
     if gaps:
         df["avg_gap"] = sum(gaps) / len(gaps)
     if "seconds" in df.columns and df.loc["gold", "seconds"] > 0:
         df["rte_pct_of_gold"] = 100 * df["seconds"] / df.loc["gold", "seconds"]
-    return df
-
-
-def fmt(v, gap=None, digits: int = 3) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "–"
-    s = f"{v:.{digits}f}"
-    if gap is not None and not (isinstance(gap, float) and math.isnan(gap)):
-        s += f" ({gap:+.{digits}f})"
-    return s
+    refs = [r for r in REFS if r in df.index]
+    rest = df.drop(index=refs)
+    if "avg_gap" in df.columns:
+        rest = rest.sort_values("avg_gap", na_position="last")
+    return pd.concat([df.loc[refs], rest])
 
 
 def digits_for(col: str) -> int:
@@ -136,14 +132,48 @@ def digits_for(col: str) -> int:
     return 1 if col.startswith("acc_") or col in ("avg_gap", "seconds", "rte_pct_of_gold") else 3
 
 
-def markdown_table(df: pd.DataFrame, cols: list[str]) -> str:
-    """Rows = models; an unlearned model's value is followed by its gap to gold in brackets."""
+def gap_not_significant(df: pd.DataFrame, model: str, col: str) -> bool | None:
+    """Whether the gap to gold is indistinguishable from 0: the paired gap interval contains 0 when the stage gave
+    one (accuracies); otherwise gold's value lies inside the model's own 95 % interval (attack figures)."""
+    row, gold = df.loc[model], df.loc["gold"]
+    if f"{col}_gap_ci_lo" in df.columns and pd.notna(row.get(f"{col}_gap_ci_lo")):
+        return row[f"{col}_gap_ci_lo"] <= 0 <= row[f"{col}_gap_ci_hi"]
+    if f"{col}_ci_lo" in df.columns and pd.notna(row.get(f"{col}_ci_lo")):
+        return row[f"{col}_ci_lo"] <= gold[col] <= row[f"{col}_ci_hi"]
+    return None
+
+
+def cell(df: pd.DataFrame, model: str, col: str) -> str:
+    """value [95 % interval] (gap to gold, n.s. when its interval contains 0); 'diverged' for a diverged model."""
+    v = df.loc[model, col]
+    if df.loc[model].get("diverged") is True or df.loc[model].get("diverged") == 1:
+        return "diverged"
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    d = digits_for(col)
+    s = f"{v:.{d}f}"
+    if f"{col}_ci_lo" in df.columns and pd.notna(df.loc[model, f"{col}_ci_lo"]):
+        s += f" [{df.loc[model, f'{col}_ci_lo']:.{d}f}, {df.loc[model, f'{col}_ci_hi']:.{d}f}]"
+    if model != "gold" and "gold" in df.index and col not in ("seconds", "rte_pct_of_gold", "avg_gap", "lr") \
+            and pd.notna(df.loc["gold", col]):
+        ns = gap_not_significant(df, model, col)
+        s += f" ({v - df.loc['gold', col]:+.{d}f}{', n.s.' if ns else ''})"
+    return s
+
+
+def markdown_table(df: pd.DataFrame, cols: list[str], names: dict | None = None) -> str:
     cols = [c for c in cols if c in df.columns]
-    lines = ["| model | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
-    for model, row in df.iterrows():
-        ref = model not in ("original", "gold") and "gold" in df.index
-        cells = [fmt(row[c], row[c] - df.loc["gold", c] if ref and c not in NO_GAP and "gap" not in c
-                     and "rte" not in c else None, digits_for(c)) for c in cols]
+    names = names or {}
+    lines = ["| model | " + " | ".join(names.get(c, c) for c in cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for model in df.index:
+        cells = []
+        for c in cols:
+            if c == "cut":
+                cells.append("cut" if df.loc[model].get("cut") in (True, 1) else "")
+            elif c == "lr":
+                cells.append(f"{df.loc[model, c]:g}" if pd.notna(df.loc[model, c]) else "")
+            else:
+                cells.append(cell(df, model, c))
         lines.append(f"| {model} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -152,14 +182,13 @@ def markdown_table(df: pd.DataFrame, cols: list[str]) -> str:
 def plot_accuracy(tables: dict, out: Path) -> Path | None:
     frames = []
     for track, df in tables.items():
-        acc = [c for c in df.columns if c.startswith("acc_")]
+        acc = [c for c in df.columns if c.startswith("acc_") and "_ci" not in c]
         long = df[acc].reset_index(names="model").melt("model", var_name="split", value_name="accuracy (%)")
         frames.append(long.assign(track=track))
     if not frames:
         return None
-    data = pd.concat(frames, ignore_index=True)
-    g = sns.catplot(data=data, kind="bar", x="split", y="accuracy (%)", hue="model", col="track",
-                    sharex=False, height=3.6, aspect=1.5)
+    g = sns.catplot(data=pd.concat(frames, ignore_index=True), kind="bar", x="split", y="accuracy (%)", hue="model",
+                    col="track", sharex=False, height=3.6, aspect=1.8)
     g.set_xticklabels(rotation=25, ha="right")
     save_figure(g.figure, out / "accuracy.png")
     plt.close(g.figure)
@@ -172,36 +201,64 @@ def plot_js_entropy(tables: dict, out: Path) -> Path | None:
         if df is not None else []
     if not cols:
         return None
-    fig, axes = plt.subplots(1, len(cols), figsize=(4.2 * len(cols), 3.4))
-    for ax, c in zip(axes if len(cols) > 1 else [axes], cols):
+    fig, axes = plt.subplots(1, len(cols), figsize=(4.6 * len(cols), 3.6), squeeze=False)
+    for ax, c in zip(axes[0], cols):
         sns.barplot(x=df.index, y=df[c], ax=ax, hue=df.index, legend=False)
-        ax.set_title(c + (" (JS distance, base 2)" if c.startswith("jsd") else " (nats)"), fontsize=9)
+        ax.set_title(c + (" (JS distance, natural log)" if c.startswith("jsd") else " (nats)"), fontsize=9)
         ax.set_xlabel("")
-        ax.tick_params(axis="x", rotation=30)
+        ax.tick_params(axis="x", rotation=45)
     if "entropy_test_forget" in cols:
-        axes[-1].axhline(math.log(10), ls="--", c="grey", lw=1, label="uniform (ln 10)")
-        axes[-1].legend(fontsize=8)
+        axes[0][-1].axhline(math.log(10), ls="--", c="grey", lw=1, label="uniform (ln 10)")
+        axes[0][-1].legend(fontsize=8)
     save_figure(fig, out / "vit_js_entropy.png")
     plt.close(fig)
     return out / "vit_js_entropy.png"
 
 
 def plot_roc(roc: dict, out: Path) -> Path | None:
+    """The loss attack's ROC on held-out members vs non-members, log-log axes (LiRA's convention), a panel per
+    track."""
     tracks = {t: v for t, v in roc.items() if isinstance(v, dict) and v}
     if not tracks:
         return None
-    fig, axes = plt.subplots(1, len(tracks), figsize=(4.6 * len(tracks), 4.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(tracks), figsize=(5.0 * len(tracks), 4.6), squeeze=False)
     for ax, (track, models) in zip(axes[0], tracks.items()):
-        for model, curve in models.items():
-            ax.plot(curve["fpr"], curve["tpr"], label=model, lw=2 if model == "gold" else 1.2,
-                    ls="--" if model == "gold" else "-")
-        ax.plot([0, 1], [0, 1], c="grey", lw=0.8, ls=":")
-        ax.set(title=f"{track}: attack ROC on held-out members vs non-members", xlabel="FPR", ylabel="TPR")
+        for model, curves in models.items():
+            curve = curves.get(ROC_ATTACK, curves) if isinstance(curves, dict) else {}
+            if "fpr" not in curve:
+                continue
+            pts = [(f, t) for f, t in zip(curve["fpr"], curve["tpr"]) if f > 0 and t > 0]
+            if pts:
+                ax.plot(*zip(*pts), label=model, lw=2 if model == "gold" else 1.2, ls="--" if model == "gold" else "-")
+        ax.plot([1e-3, 1], [1e-3, 1], c="grey", lw=0.8, ls=":")
+        ax.set(xscale="log", yscale="log", xlim=(1e-3, 1), ylim=(1e-3, 1), xlabel="FPR", ylabel="TPR",
+               title=f"{track}: {ROC_ATTACK} attack, held-out members vs non-members")
         ax.title.set_fontsize(9)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7, ncol=2)
     save_figure(fig, out / "roc.png")
     plt.close(fig)
     return out / "roc.png"
+
+
+def plot_gap_vs_rte(tables: dict, out: Path) -> Path | None:
+    """Avg Gap (lower = closer to gold) against RTE (% of gold's training time, log x), every method of both tracks."""
+    frames = [df.loc[[i for i in df.index if i not in REFS], ["avg_gap", "rte_pct_of_gold"]].assign(track=t)
+              .reset_index(names="method") for t, df in tables.items() if {"avg_gap", "rte_pct_of_gold"} <= set(df.columns)]
+    data = pd.concat(frames, ignore_index=True).dropna() if frames else pd.DataFrame()
+    data = data[data.rte_pct_of_gold > 0] if len(data) else data
+    if not len(data):
+        return None
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    sns.scatterplot(data=data, x="rte_pct_of_gold", y="avg_gap", hue="method", style="track", s=70, ax=ax)
+    for _, r in data.iterrows():
+        ax.annotate(r["method"], (r["rte_pct_of_gold"], r["avg_gap"]), fontsize=7, xytext=(3, 3),
+                    textcoords="offset points")
+    ax.set(xscale="log", xlabel="RTE: wall time, % of gold's training time (log)", ylabel="Avg Gap to gold (%)",
+           title="Unlearning methods: distance to gold vs cost")
+    ax.legend(fontsize=7, ncol=2, bbox_to_anchor=(1.02, 1), loc="upper left")
+    save_figure(fig, out / "gap_vs_rte.png")
+    plt.close(fig)
+    return out / "gap_vs_rte.png"
 
 
 def plot_training(m: dict, out: Path) -> Path | None:
@@ -222,11 +279,18 @@ def plot_training(m: dict, out: Path) -> Path | None:
 
 
 # ------------------------------------------------------------------------------------------------- report
-VIT_COLS = ["acc_forget_train", "acc_retain_train", "acc_test_forget", "acc_test_retain", "acc_test",
-            "entropy_test_forget", "jsd_gold_test_forget", "jsd_gold_test_retain"]
-RESNET_COLS = ["acc_forget", "acc_retain", "acc_test"]
-ATTACK_COLS = ["attack_test_accuracy", "attack_auc", "attack_tpr_at_1pct_fpr", "attack_forget_fnr", "attack_mia_efficacy"]
-SUMMARY_COLS = ["avg_gap", "seconds", "rte_pct_of_gold"]
+MAIN_COLS = {"vit": ["acc_forget_train", "acc_retain_train", "acc_test_retain", "attack_mia_efficacy"],
+             "resnet": ["acc_forget", "acc_retain", "acc_test", "attack_mia_efficacy"]}
+SUMMARY_COLS = ["avg_gap", "seconds", "rte_pct_of_gold", "lr", "cut"]
+VIT_EXTRA = ["acc_test_forget", "acc_test", "entropy_test_forget", "jsd_gold_test_forget", "jsd_gold_test_retain"]
+ATTACK_COLS = ["attack_loss_forget_auc", "attack_calibrated_forget_auc", "attack_loss_auc",
+               "attack_loss_tpr_at_0.1pct_fpr", "attack_loss_tpr_at_1pct_fpr", "attack_reference_b_auc",
+               "attack_reference_b_forget_fnr", "attack_own_auc", "attack_own_forget_fnr"]
+NAMES = {"acc_forget_train": "forget (train)", "acc_retain_train": "retain (train)", "acc_test_retain":
+         "test (retained classes)", "acc_forget": "forget", "acc_retain": "retain", "acc_test": "test",
+         "attack_mia_efficacy": "MIA-efficacy", "avg_gap": "Avg Gap", "rte_pct_of_gold": "RTE % of gold",
+         "jsd_gold_test_forget": "JS to gold, test forget (ln)", "jsd_gold_test_retain": "JS to gold, test retain (ln)",
+         "entropy_test_forget": "entropy test forget (nats)"}
 
 
 def header(m: dict, results: Path) -> list[str]:
@@ -234,12 +298,20 @@ def header(m: dict, results: Path) -> list[str]:
     man = read_json(results / "01_prepare_data" / "manifest.json") or {}
     vit = m.get("04_unlearn_vit") or m.get("03_train_vit_refs") or {}
     git = man.get("git", {})
+    sizes = prep.get("split_sizes", {})
     lines = ["# Unlearning report", "",
              f"- Data: **{prep.get('source', '?')}**, {prep.get('n_train', '?')} train / {prep.get('n_test', '?')} "
-             f"test images; class-wise forget class {prep.get('forget_class', '?')} ({prep.get('forget_class_name', '?')}), "
-             f"sample-wise forget set {prep.get('split_sizes', {}).get('sample_forget', '?')} images",
+             f"test images (test cut into {sizes.get('test_unseen', '?')} unseen for methods / {sizes.get('test_val', '?')} "
+             f"validation / {sizes.get('test_eval', '?')} evaluation rows); class-wise forget class "
+             f"{prep.get('forget_class', '?')} ({prep.get('forget_class_name', '?')}), sample-wise forget set "
+             f"{sizes.get('sample_forget', '?')} images",
              f"- Profile: **{man.get('config', {}).get('profile', '?')}**; device: {man.get('device', {}).get('device', '?')}; "
              f"seed: {man.get('seed', '?')}; git: {(git.get('sha') or '?')[:10]}{' (dirty)' if git.get('dirty') else ''}"]
+    for stage, track in (("04_unlearn_vit", "ViT"), ("05_unlearn_gan", "ResNet")):
+        u = m.get(stage, {})
+        if "budget" in u:
+            lines.append(f"- {track} compute budget per method: {u['budget']:g} x gold's training time "
+                         f"({u.get('budget_seconds', float('nan')):.1f} s){'; lr chosen per method by --grid ' + u['grid'] + ' on validation rows' if u.get('grid') else ''}")
     if "pretrained" in vit:
         lines.append("- ViT: " + ("ImageNet-pretrained (timm)" if vit["pretrained"] else
                                   "**randomly initialised** (no ImageNet weights were used), so its accuracies are far "
@@ -247,33 +319,48 @@ def header(m: dict, results: Path) -> list[str]:
     return lines
 
 
+def caution(track: str, df: pd.DataFrame) -> list[str]:
+    """The run cannot show unlearning when original and gold are indistinguishable on the forget rows."""
+    key = FORGET_KEY[track]
+    if not {"original", "gold"} <= set(df.index) or key not in df.columns:
+        return []
+    ns = gap_not_significant(df, "original", key)
+    if not ns:
+        return []
+    return [f"**Caution:** original's forget accuracy ({df.loc['original', key]:.1f} %) is indistinguishable from "
+            f"gold's ({df.loc['gold', key]:.1f} %; the 95 % interval of their gap contains 0): the forget data left no "
+            "measurable trace, so this run cannot show whether unlearning works on this track.", ""]
+
+
 def build_report(m: dict, tables: dict, missing: list[str], figs: dict, results: Path) -> str:
     lines = header(m, results) + [""]
     if missing:
         lines += ["## Missing stages", ""] + missing + [""]
-    lines += ["How to read: every unlearned model's value is followed by (its gap to gold), the model retrained "
-              "without the forget data: the target is gold's value, not 0 or 100. **Avg Gap** = mean |gap| over "
-              "forget, retain and test accuracy and MIA-efficacy, in % (lower is better). **RTE** = wall time, and "
-              "as % of gold's training time.", ""]
-    titles = {"vit": "ViT track: class-wise forgetting (reference A)",
-              "resnet": "ResNet track: sample-wise forgetting (reference B)"}
+    lines += ["How to read: each cell is value [95 % bootstrap interval over rows] (gap to gold); gold, the model "
+              "retrained without the forget data, is the target, not 0 or 100. **n.s.** marks a gap whose interval "
+              "contains 0 (paired bootstrap for accuracies; for attack figures, gold's value lies inside the model's "
+              "interval). **Avg Gap** = mean |gap| over forget, retain and test accuracy and MIA-efficacy, in % (lower "
+              "is better). **RTE** = wall time of the unlearning steps, and as % of gold's training time. `cut` = the "
+              "compute budget stopped the method early. Methods are sorted by Avg Gap.", ""]
+    titles = {"vit": "ViT track: class-wise forgetting (reference A's scenario)",
+              "resnet": "ResNet track: sample-wise forgetting (reference B's scenario)"}
     for track, df in tables.items():
-        lines += [f"## {titles[track]}", "", markdown_table(df, (VIT_COLS if track == "vit" else RESNET_COLS)
-                                                           + SUMMARY_COLS), ""]
-        if "avg_gap" in df.columns and "original" in df.index and df.loc["original", "avg_gap"] < TRACE_MIN:
-            lines += [f"**Caution:** original is within {df.loc['original', 'avg_gap']:.1f} % (Avg Gap) of gold: the "
-                      "forget data left almost no trace in it, so this run cannot show whether unlearning works. "
-                      "Train the references longer (e.g. the paper profile) for a run that can.", ""]
+        lines += [f"## {titles[track]}", ""] + caution(track, df)
+        lines += [markdown_table(df, MAIN_COLS[track] + SUMMARY_COLS, NAMES), ""]
+        if track == "vit":
+            lines += ["Further class-wise figures (accuracy %, entropy in nats, JS = Jensen-Shannon distance to gold "
+                      "with scipy's natural-log base as reference A, range [0, 0.833]):", "",
+                      markdown_table(df, VIT_EXTRA, NAMES), ""]
         attack = [c for c in ATTACK_COLS if c in df.columns]
         if attack:
-            lines += ["Membership-inference attacks (stage 06; gold's row is the target):", "",
-                      markdown_table(df, attack), ""]
-    lines += ["Units: accuracy in %, entropy in nats, JS = Jensen-Shannon distance (base 2) to gold, seconds of wall "
-              "time; attack accuracy/AUC/TPR/FNR/MIA-efficacy as fractions.", "", "## Figures", ""]
+            lines += ["Membership-inference attacks (stage 06; AUC = held-out members vs non-members, forget AUC = "
+                      "forget rows vs held-out non-members; gold's row is the target):", "",
+                      markdown_table(df, attack, {c: c.removeprefix("attack_") for c in attack}), ""]
+    lines += ["Units: accuracy in %, entropy in nats, JS distance natural log, seconds of wall time; attack "
+              "AUC/TPR/FNR/MIA-efficacy as fractions.", "", "## Figures", ""]
     for name, path in figs.items():
         if path is not None and Path(path).is_file():
-            rel = Path(path).relative_to(results)
-            lines += [f"**{name}**", "", f"![{name}]({rel.as_posix()})", ""]
+            lines += [f"**{name}**", "", f"![{name}]({Path(path).relative_to(results).as_posix()})", ""]
     return "\n".join(lines) + "\n"
 
 
@@ -286,10 +373,11 @@ def main() -> None:
     log = RunLog(out, STAGE, config_dict(cfg), cfg.wandb)
     m, missing = load_all(results)
     tables = {t: add_summaries(t, df) for t, df in track_tables(m).items()}
-    figs = {"Accuracy per split and model": plot_accuracy(tables, out),
+    figs = {"Avg Gap to gold vs run time (RTE), every method of both tracks": plot_gap_vs_rte(tables, out),
+            "Accuracy per split and model": plot_accuracy(tables, out),
             "t-SNE of ViT pre-logit features (forget vs retain)": results / "04_unlearn_vit" / "tsne.png",
             "Jensen-Shannon distance to gold and entropy (ViT)": plot_js_entropy(tables, out),
-            "Membership-inference ROC curves": plot_roc(m["roc"], out),
+            "Membership-inference ROC curves (log-log)": plot_roc(m["roc"], out),
             "Training curves": plot_training(m, out)}
     summary = pd.concat([df.assign(track=t).reset_index(names="model") for t, df in tables.items()]) \
         if tables else pd.DataFrame(columns=["track", "model"])

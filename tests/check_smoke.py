@@ -1,12 +1,20 @@
-"""After the smoke pipeline: every stage whose script exists wrote its manifest and metrics, and the report (when
-stage 07 exists) names every model of every track. Exit status 1 with one line per problem."""
+"""After the smoke pipeline: every stage whose script exists wrote its manifest and metrics, every model of every
+track is a row of the report's tables and of summary.csv, and its headline figures are finite numbers (a model
+marked diverged is exempt). Exit status 1 with one line per problem."""
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 
+import pandas as pd
+
 REPO = Path(__file__).resolve().parent.parent
+HEADLINE = {"vit": ("acc_forget_train", "acc_retain_train", "acc_test_retain", "avg_gap", "seconds",
+                    "jsd_gold_test_forget", "attack_mia_efficacy"),
+            "resnet": ("acc_forget", "acc_retain", "acc_test", "avg_gap", "seconds", "attack_mia_efficacy",
+                       "attack_loss_forget_auc")}
 
 
 def problems(results: Path) -> list[str]:
@@ -16,17 +24,25 @@ def problems(results: Path) -> list[str]:
         for name in ("manifest.json", "metrics.json"):
             if not (d / name).is_file():
                 out.append(f"{script.name} ran but {d / name} is missing")
-    if (REPO / "07_report.py").exists():
-        report = results / "report.md"
-        if not report.is_file():
-            return out + [f"07_report.py exists but {report} is missing"]
-        text = report.read_text()
-        for stage, key in (("04_unlearn_vit", "models"), ("02_train_resnet", "models"), ("05_unlearn_gan", "models")):
-            m = results / stage / "metrics.json"
-            if m.is_file():
-                for model in json.loads(m.read_text()).get(key, {}):
-                    if model not in text:
-                        out.append(f"report.md does not list model {model!r} of {stage}")
+    report, summary = results / "report.md", results / "summary.csv"
+    if not report.is_file() or not summary.is_file():
+        return out + [f"{report} or {summary} is missing"]
+    text, table = report.read_text(), pd.read_csv(summary)
+    for stage, track in (("02_train_resnet", "resnet"), ("05_unlearn_gan", "resnet"), ("04_unlearn_vit", "vit")):
+        m = results / stage / "metrics.json"
+        for model in json.loads(m.read_text()).get("models", {}) if m.is_file() else []:
+            if f"\n| {model} |" not in text:
+                out.append(f"report.md has no table row for {track} model {model!r} of {stage}")
+            row = table[(table.track == track) & (table.model == model)]
+            if len(row) != 1:
+                out.append(f"summary.csv has {len(row)} rows for {track}/{model}, not 1")
+                continue
+            if row.iloc[0].get("diverged") == 1:
+                continue
+            for col in HEADLINE[track]:
+                v = row.iloc[0].get(col, float("nan"))
+                if not isinstance(v, (int, float)) or not math.isfinite(v):
+                    out.append(f"summary.csv: {track}/{model} has no finite {col} ({v!r})")
     return out
 
 

@@ -35,7 +35,7 @@ def results(tmp_path):
                  finetune=dict(mia_efficacy=0.7, auc=0.55, attack_forget=dict(fnr=0.25, n=10), logits="x.pt",
                                vs_gold={"mia_efficacy": dict(value=0.7, gold=0.9, gap=-0.2)})),
         resnet=dict(original=dict(mia_efficacy=0.2), gold=dict(mia_efficacy=0.4))))
-    _write(r / "06_membership_attack/roc.json", dict(vit=dict(gold=dict(fpr=[0, 1], tpr=[0, 1]))))
+    _write(r / "06_membership_attack/roc.json", dict(vit=dict(gold=dict(loss=dict(fpr=[0, 0.01, 1], tpr=[0, 0.02, 1])))))
     return r
 
 
@@ -62,7 +62,7 @@ def test_report_lists_every_model_with_gaps(run_stage, results):
     assert not [c for c in summary.columns if "vs_gold" in c]
     orig = summary[(summary.track == "resnet") & (summary.model == "original")].iloc[0]
     assert orig.avg_gap == pytest.approx((30 + 0 + 0 + 20) / 4)
-    for fig in ("accuracy.png", "vit_js_entropy.png", "roc.png", "training_curves.png"):
+    for fig in ("accuracy.png", "vit_js_entropy.png", "roc.png", "training_curves.png", "gap_vs_rte.png"):
         assert (results / "07_report" / fig).is_file() and f"07_report/{fig}" in text
     assert json.loads((results / "07_report/metrics.json").read_text())["missing_stages"] == [
         "03_train_vit_refs", "05_unlearn_gan"]
@@ -75,14 +75,19 @@ def test_report_with_nothing_upstream_still_renders(run_stage, tmp_path):
     assert text.count("has no outputs") == 6
 
 
-def test_report_warns_when_original_is_already_gold(run_stage, results):
+def test_report_cautions_only_when_the_original_gold_gap_interval_contains_0(run_stage, results):
     m = json.loads((results / "02_train_resnet/metrics.json").read_text())
-    m["models"]["original"].update(acc_forget=70.5, acc_retain=95, acc_test=70)  # barely different from gold
+    m["models"]["original"].update(acc_forget=72.0, acc_forget_gap_ci=[-4.0, 8.0])  # indistinguishable from gold
     _write(results / "02_train_resnet/metrics.json", m)
-    a = json.loads((results / "06_membership_attack/metrics.json").read_text())
-    a["resnet"]["original"]["mia_efficacy"] = 0.41
-    _write(results / "06_membership_attack/metrics.json", a)
+    v = json.loads((results / "04_unlearn_vit/metrics.json").read_text())
+    v["models"]["original"]["acc_forget_train_gap_ci"] = [85.0, 95.0]  # clearly above gold
+    _write(results / "04_unlearn_vit/metrics.json", v)
     code, err = run_stage("07_report.py", ["--profile", "smoke", "--results", str(results)])
     assert code == 0, err
     text = (results / "report.md").read_text()
-    assert text.count("**Caution:** original is within") == 1  # the ResNet track only; the ViT original is far
+    assert text.count("**Caution:**") == 1  # the ResNet track only
+    assert "72.0 (+2.0, n.s.)" in text  # the gap to gold, marked as not significant
+    m["models"]["original"]["acc_forget_gap_ci"] = [20.0, 40.0]  # now the interval excludes 0
+    _write(results / "02_train_resnet/metrics.json", m)
+    assert run_stage("07_report.py", ["--profile", "smoke", "--results", str(results)])[0] == 0
+    assert "**Caution:**" not in (results / "report.md").read_text()

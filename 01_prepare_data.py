@@ -13,7 +13,9 @@ Writes results/01_prepare_data/
                test_unseen / test_val / test_eval   the test rows cut three ways (disjoint): held-out images an
                             unlearning method may use / hyper-parameter choice / every reported test figure
                forget / retain / test_forget / test_retain (class-wise, reference A; test_* within test_eval),
-               sample_forget / sample_retain (sample-wise, reference B), and balanced, disjoint membership sets
+               sample_forget / sample_retain (sample-wise, reference B: one batch, or --forget-fraction of the
+               sample-wise rows; with --sample-per-class the ResNet track uses only that many rows per class,
+               and the rows outside sample_forget + sample_retain are unused there), and balanced, disjoint membership sets
                mia_{sample,class}_{members,nonmembers}_{attack,eval} (non-members drawn from test_eval only)
   manifest.json, metrics.json (written last), log.jsonl
 Run
@@ -190,7 +192,7 @@ def make_splits(train_y: torch.Tensor, test_y: torch.Tensor, cfg: PrepareConfig)
     `test_val` (choosing hyper-parameters: --grid, recipes) and `test_eval` (every reported test figure, and the
     attacks' non-members: their attack-training half and their evaluation half)."""
     n_test = len(test_y)
-    test_perm = torch.randperm(n_test, generator=_gen(cfg.seed, 6))
+    test_perm = torch.randperm(n_test, generator=_gen(cfg.split_seed, 6))
     n_unseen, n_val = round(cfg.unseen_fraction * n_test), round(cfg.val_fraction * n_test)
     test_unseen = test_perm[:n_unseen].sort().values
     test_val = test_perm[n_unseen:n_unseen + n_val].sort().values
@@ -201,18 +203,19 @@ def make_splits(train_y: torch.Tensor, test_y: torch.Tensor, cfg: PrepareConfig)
     if len(forget) == 0 or len(test_forget) == 0:
         raise PipelineError(f"forget class {fc} has no {'train' if len(forget) == 0 else 'test'} samples in this "
                             "data: pick a class that is present (--forget-class 0..9)")
-    n = len(train_y)
+    pool = cap_per_class(train_y, cfg.sample_per_class, _gen(cfg.split_seed, 7))  # the sample-wise track's train rows
+    n = len(pool)
     n_forget = round(cfg.forget_fraction * n) if cfg.forget_fraction > 0 else cfg.forget_size
     if not 0 < n_forget < n:
-        raise PipelineError(f"forget size {n_forget} must be between 1 and the train size {n} minus 1: lower "
-                            "--forget-size or --forget-fraction")
-    perm = torch.randperm(n, generator=_gen(cfg.seed, 3))
+        raise PipelineError(f"forget size {n_forget} must be between 1 and the sample-wise train size {n} minus 1: "
+                            "lower --forget-size or --forget-fraction (or raise --sample-per-class)")
+    perm = pool[torch.randperm(n, generator=_gen(cfg.split_seed, 3))]
     sample_forget, sample_retain = perm[:n_forget], perm[n_forget:].sort().values
     splits = dict(forget=forget, retain=retain, test_forget=test_forget, test_retain=test_retain,
                   sample_forget=sample_forget, sample_retain=sample_retain, test_unseen=test_unseen,
                   test_val=test_val, test_eval=test_eval)
-    splits.update(membership_sets("mia_sample", sample_retain, test_eval, _gen(cfg.seed, 4)))
-    splits.update(membership_sets("mia_class", retain, test_retain, _gen(cfg.seed, 5)))
+    splits.update(membership_sets("mia_sample", sample_retain, test_eval, _gen(cfg.split_seed, 4)))
+    splits.update(membership_sets("mia_class", retain, test_retain, _gen(cfg.split_seed, 5)))
     return splits
 
 
@@ -222,7 +225,7 @@ def load_source(cfg: PrepareConfig):
     if cfg.source == "cifar10":
         return load_cifar10(data_dir)
     images, labels, ids = load_kaggle(data_dir, Path(cfg.cache_dir))
-    perm = torch.randperm(len(labels), generator=_gen(cfg.seed, 0))
+    perm = torch.randperm(len(labels), generator=_gen(cfg.split_seed, 0))
     n_train = len(labels) - round(cfg.test_fraction * len(labels))
     tr, te = perm[:n_train].sort().values, perm[n_train:].sort().values
     return images[tr], labels[tr], ids[tr], images[te], labels[te], ids[te], list(CIFAR10_CLASSES)
@@ -245,12 +248,12 @@ def main() -> None:
     print_config(PREPARE_STAGE, cfg)
     check_config(cfg)
     started = time.time()
-    set_seed(cfg.seed)
+    set_seed(cfg.split_seed)
     out = stage_dir(cfg.results, PREPARE_STAGE)
 
     trx, try_, tr_ids, tex, tey, te_ids, classes = load_source(cfg)
-    keep_tr = cap_per_class(try_, cfg.max_train_per_class, _gen(cfg.seed, 1))
-    keep_te = cap_per_class(tey, cfg.max_test_per_class, _gen(cfg.seed, 2))
+    keep_tr = cap_per_class(try_, cfg.max_train_per_class, _gen(cfg.split_seed, 1))
+    keep_te = cap_per_class(tey, cfg.max_test_per_class, _gen(cfg.split_seed, 2))
     trx, try_, tr_ids = trx[keep_tr], try_[keep_tr], tr_ids[keep_tr]
     tex, tey, te_ids = tex[keep_te], tey[keep_te], te_ids[keep_te]
     splits = make_splits(try_, tey, cfg)  # validates the forget settings before anything is written

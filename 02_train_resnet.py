@@ -1,8 +1,11 @@
-"""Stage 02 - train the CIFAR ResNet-18 `original` on all train images and `gold` on sample_retain only.
+"""Stage 02 - train the CIFAR ResNet-18 `original` on the sample-wise rows and `gold` on sample_retain only.
 
-`original` is reference B's trained classifier (the model to unlearn from); `gold` is the same recipe from the
-same initial weights on `sample_retain` only, i.e. a model that never saw the forget batch (`sample_forget`). Every
-unlearning and attack figure of the ResNet track is compared with gold's.
+`original` is reference B's trained classifier (the model to unlearn from), trained on sample_forget +
+sample_retain (every train row, or --sample-per-class of them); `gold` is the same recipe from the same initial
+weights on `sample_retain` only, i.e. a model that never saw the forget set (`sample_forget`). Every unlearning and
+attack figure of the ResNet track is compared with gold's. `gold_2` (--noise-gold true) is gold's recipe with
+training seed + 1: the gap between gold and gold_2 on every figure is the noise floor that SGD alone produces
+(stage 07 marks smaller gaps "within noise").
 
 Recipe (both models, the same initial weights, the same batch order and augmentation stream):
   - ResNet-18 with the CIFAR stem (3x3 stride-1 conv, no max-pool), `common.models.resnet18_cifar`;
@@ -15,8 +18,8 @@ Recipe (both models, the same initial weights, the same batch order and augmenta
     true CIFAR std (numbers in common/config.py);
   - augmentation on the device, batched; bf16 autocast and channels_last for training (weights and optimiser
     state fp32); evaluation in fp32.
-Accuracy on test_val and test_eval is measured after every epoch (eval mode); the last epoch's test logits are the
-cached ones. `seconds` counts the training passes only (not the per-epoch evaluation), as every RTE figure does.
+Accuracy on the test_val rows is measured after every epoch (eval mode; the reported test_eval rows are scored
+once, from the final cached logits). `seconds` counts the training passes only (not the per-epoch evaluation), as every RTE figure does.
 
 Reads   results/01_prepare_data/{data.pt, splits.pt, metrics.json}
 Writes  results/02_train_resnet/
@@ -25,8 +28,8 @@ Writes  results/02_train_resnet/
   first_batch.pt           reference B's hand-off: the forget batch {"images": uint8 [n,3,32,32], "labels",
                            "indices" (rows of data.pt's train tensors)}; load with torch.load(weights_only=True)
   manifest.json, log.jsonl, metrics.json (last): per model acc_forget / acc_retain / acc_test (%), seconds
-  (training passes only) and history [{epoch, train_loss, train_acc, val_acc, test_acc, lr (at the epoch's
-  end), seconds (that epoch's training pass)}]
+  (training passes only) and history [{epoch, train_loss, train_acc, val_acc, lr (at the epoch's end), seconds
+  (that epoch's training pass)}]
 Run
   python 02_train_resnet.py                       (auto profile: paper on CUDA, else cpu)
   python 02_train_resnet.py --profile smoke --results results-smoke/results --device cpu
@@ -81,19 +84,20 @@ def eval_logits(model, data: dict, split: str, cfg: ResNetConfig, device: str) -
                         device)[split]
 
 
-def train_model(name: str, rows: torch.Tensor, init_state: dict, data: dict, splits: dict, cfg: ResNetConfig,
+def train_model(name: str, rows: torch.Tensor, seed: int, data: dict, splits: dict, cfg: ResNetConfig,
                 device: str, log: RunLog) -> tuple[torch.nn.Module, list, float, torch.Tensor]:
-    """Train one model on the train rows `rows`; returns (model, history, seconds, last epoch's test logits)."""
-    model = build_model(RESNET, **MODEL_ARGS)
-    model.load_state_dict(init_state)  # original and gold start from the same weights
+    """Train one model on the train rows `rows` with the training seed `seed` (initial weights, batch order and
+    augmentation stream); returns (model, history, seconds of the training passes)."""
+    torch.manual_seed(seed)
+    model = build_model(RESNET, **MODEL_ARGS)  # original and gold: the same seed, so the same initial weights
     model = model.to(device, memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)
     steps = num_batches(len(rows), cfg.batch_size, drop_last=True)
     if steps < 1:
         raise PipelineError(f"{len(rows)} training rows give no full batch of {cfg.batch_size}: lower --batch-size")
     opt, sched = make_optimizer(model, cfg, cfg.epochs * steps)
     loss_fn = cross_entropy_loss(cfg.label_smoothing)
-    torch.manual_seed(cfg.seed)  # same augmentation stream for both models
-    order = torch.Generator().manual_seed(cfg.seed)  # same shuffling stream for both models
+    torch.manual_seed(seed)  # same augmentation stream for original and gold
+    order = torch.Generator().manual_seed(seed)  # same shuffling stream for original and gold
     train_x, train_y = data["train_images"], data["train_labels"]
     history, train_seconds = [], 0.0
     transform = resnet_transform(cfg.augment, cfg.channels_last, cfg.norm)
@@ -104,13 +108,15 @@ def train_model(name: str, rows: torch.Tensor, init_state: dict, data: dict, spl
         stats = train_epoch(model, it, opt, loss_fn, device, cfg.amp, steps, sched, desc=f"{name} {epoch}")
         seconds = time.time() - t0
         train_seconds += seconds
-        test = eval_logits(model, data, "test", cfg, device)
-        val, ev, yte = splits["test_val"], splits["test_eval"], data["test_labels"]
-        row = dict(epoch=epoch, train_loss=stats["loss"], train_acc=stats["acc"], val_acc=accuracy(test[val], yte[val]),
-                   test_acc=accuracy(test[ev], yte[ev]), lr=opt.param_groups[0]["lr"], seconds=round(seconds, 2))
+        val = splits["test_val"]  # per-epoch progress on validation rows only (cheap; never the reported rows)
+        val_logits = split_logits(model, {"val": (data["test_images"][val], data["test_labels"][val])},
+                                  cfg.eval_batch_size, resnet_transform(False, cfg.channels_last, cfg.norm), device)["val"]
+        row = dict(epoch=epoch, train_loss=stats["loss"], train_acc=stats["acc"],
+                   val_acc=accuracy(val_logits, data["test_labels"][val]), lr=opt.param_groups[0]["lr"],
+                   seconds=round(seconds, 2))
         history.append(row)
         log.log("epoch", model=name, **row)
-    return model, history, round(train_seconds, 2), test
+    return model, history, round(train_seconds, 2)
 
 
 def main() -> None:
@@ -125,16 +131,19 @@ def main() -> None:
     log = RunLog(out, STAGE, config_dict(cfg), cfg.wandb)
 
     set_seed(cfg.seed)
-    init_state = {k: v.clone() for k, v in build_model(RESNET, **MODEL_ARGS).state_dict().items()}
-    plan = {"original": torch.arange(len(data["train_labels"])), "gold": splits["sample_retain"]}
+    rows = torch.cat([splits["sample_forget"], splits["sample_retain"]]).sort().values  # the sample-wise rows
+    plan = {"original": (rows, cfg.seed), "gold": (splits["sample_retain"], cfg.seed),
+            "gold_2": (splits["sample_retain"], cfg.seed + 1)}  # gold_2: the same recipe, another training seed
     if not cfg.train_gold:
         del plan["gold"]
+    if not (cfg.train_gold and cfg.noise_gold):
+        del plan["gold_2"]
 
     models, outputs, logits = {}, [], {}
-    for name, rows in plan.items():
-        log.log("start", model=name, n_rows=len(rows), epochs=cfg.epochs)
-        model, history, seconds, test = train_model(name, rows, init_state, data, splits, cfg, device, log)
-        logits[name] = {"train": eval_logits(model, data, "train", cfg, device), "test": test}
+    for name, (rows, seed) in plan.items():
+        log.log("start", model=name, n_rows=len(rows), epochs=cfg.epochs, seed=seed)
+        model, history, seconds = train_model(name, rows, seed, data, splits, cfg, device, log)
+        logits[name] = {split: eval_logits(model, data, split, cfg, device) for split in ("train", "test")}
         save_checkpoint(out / f"{name}.pt", model, RESNET, MODEL_ARGS, config_dict(cfg), trained_on=name)
         save_logits(logits_path(cfg.results, STAGE, name), logits[name]["train"], logits[name]["test"])
         outputs += [out / f"{name}.pt", logits_path(cfg.results, STAGE, name)]

@@ -2,6 +2,7 @@
 
   original  trained on all train rows (retain + forget): the "infected" model every unlearning method starts from
   gold      trained on the retain rows only: the model that never saw the forget class (the target to match)
+  gold_2    (--noise-gold true) gold's recipe with training seed + 1: how far two golds differ by SGD noise alone
 
 Both start from the same weights (the model is built once with the seed and its state copied), use the same
 optimiser (SGD with momentum, constant learning rate, cross-entropy, as reference A) and the same number of epochs.
@@ -38,7 +39,6 @@ from common.seed import set_seed
 from common.train import cross_entropy_loss, split_logits, train_epoch
 
 STAGE = "03_train_vit_refs"
-REFERENCES = ("original", "gold")  # trained in this order, each from the same initial weights
 RANDOM_INIT_NOTE = ("ViT is randomly initialised (pretrained false): no ImageNet weights, so accuracies are far "
                     "below reference A's pretrained numbers")
 
@@ -58,9 +58,10 @@ def check_config(cfg: ViTRefsConfig) -> None:
         raise PipelineError(f"--lr must be positive, not {cfg.lr}")
 
 
-def train_reference(model, images, labels, rows, cfg: ViTRefsConfig, device: str, log: RunLog, name: str) -> dict:
+def train_reference(model, images, labels, rows, cfg: ViTRefsConfig, device: str, log: RunLog, name: str,
+                    seed: int) -> dict:
     """Train `model` in place on `rows` for cfg.epochs epochs; returns wall time (s) and per-epoch history."""
-    gen = torch.Generator().manual_seed(cfg.seed)  # same shuffling stream for both references
+    gen = torch.Generator().manual_seed(seed)  # same shuffling stream for original and gold
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
     loss_fn, transform = cross_entropy_loss(), vit_transform(cfg.img_size)
     steps = num_batches(len(rows), cfg.batch_size)
@@ -93,12 +94,19 @@ def main() -> None:
     log = RunLog(out, STAGE, config_dict(cfg), cfg.wandb)
     on_device = {s: to_device(data[f"{s}_images"], data[f"{s}_labels"], device) for s in ("train", "test")}
     images, labels = on_device["train"]
-    rows = {"original": torch.arange(len(labels)), "gold": splits["retain"]}
+    plan = {"original": (torch.arange(len(labels)), cfg.seed), "gold": (splits["retain"], cfg.seed)}
+    if cfg.noise_gold:  # the noise floor: gold's recipe with another training seed (init draw and batch order)
+        plan["gold_2"] = (splits["retain"], cfg.seed + 1)
+    rows = {name: r for name, (r, _) in plan.items()}
     models = {}
-    for name in REFERENCES:
-        model.load_state_dict(init_state)  # identical starting weights for original and gold
+    for name, (_, seed) in plan.items():
+        if seed == cfg.seed:
+            model.load_state_dict(init_state)  # identical starting weights for original and gold
+        else:
+            set_seed(seed)
+            model = build_model(cfg.model, **model_args(cfg))
         model.to(device)
-        result = train_reference(model, images, labels, rows[name], cfg, device, log, name)
+        result = train_reference(model, images, labels, rows[name], cfg, device, log, name, seed)
         logits = split_logits(model, on_device, cfg.eval_batch_size, vit_transform(cfg.img_size), device)
         save_checkpoint(out / f"{name}.pt", model, cfg.model, model_args(cfg), config_dict(cfg), trained_on=name)
         save_logits(logits_path(cfg.results, STAGE, name), logits["train"], logits["test"])
@@ -115,7 +123,7 @@ def main() -> None:
                    note="" if cfg.pretrained else RANDOM_INIT_NOTE)
     prep = stage_dir(cfg.results, "01_prepare_data")
     write_manifest(out, config_dict(cfg), device, started, [prep / "data.pt", prep / "splits.pt"],
-                   [out / f"{n}.pt" for n in REFERENCES] + [logits_path(cfg.results, STAGE, n) for n in REFERENCES])
+                   [out / f"{n}.pt" for n in plan] + [logits_path(cfg.results, STAGE, n) for n in plan])
     log.close({f"{n}/acc_test": m["acc_test"] for n, m in models.items()})
     save_json(metrics, out / "metrics.json")
 

@@ -92,7 +92,8 @@ def main() -> None:
     prep = load_json(stage_dir(cfg.results, "01_prepare_data") / "metrics.json", "stage 01 metrics", "python 01_prepare_data.py")
     refs_dir = stage_dir(cfg.results, REFS)
     refs = load_json(refs_dir / "metrics.json", "stage 03 metrics", MAKE_REFS)
-    ref_logits = {n: load_logits(logits_path(cfg.results, REFS, n), MAKE_REFS, data) for n in ("original", "gold")}
+    ref_names = [n for n in ("original", "gold", "gold_2") if n != "gold_2" or logits_path(cfg.results, REFS, n).is_file()]
+    ref_logits = {n: load_logits(logits_path(cfg.results, REFS, n), MAKE_REFS, data) for n in ref_names}
     model, ckpt = load_model(refs_dir / "original.pt", device, MAKE_REFS)
     img_size = ckpt["model_args"]["img_size"]
     if not refs["pretrained"]:
@@ -135,14 +136,14 @@ def main() -> None:
                        save=save, log=log)
     logits = dict(ref_logits, **{n: r.pop("logits") for n, r in runs.items()})
     models = {}
-    for name in ("original", "gold", *names):
+    for name in (*ref_names, *names):
         m = classwise_metrics(logits[name], data, splits, gold=logits["gold"])
         ok = finite(logits[name])
         if not ok:
             print(f"[{STAGE}] WARNING: {name} produced non-finite logits (diverged): its figures are NaN")
         extra = runs[name] if name in runs else dict(seconds=refs["models"][name]["seconds"])
         models[name] = dict(m, diverged=not ok, **extra)
-        log.log("metrics", model=name, **{k: round(v, 4) for k, v in m.items()})
+        log.log("metrics", model=name, **{k: round(v, 4) for k, v in m.items() if not isinstance(v, list)})
     embeddings = {name: tsne_embed(f, cfg.seed) for name, f in feats.items() if torch.isfinite(f).all()}
     save_figure(tsne_figure(embeddings, groups, models, prep["forget_class_name"]), out / "tsne.png")
 

@@ -1,7 +1,7 @@
 """Stage 06 - membership-inference attacks on every target model whose cached logits exist (no forward passes).
 
 Tracks and targets (a model is attacked when its logits file exists; the output says which were missing):
-  resnet  original, gold (results/02_train_resnet/logits/), gan_unlearned (results/05_unlearn_gan/logits/);
+  resnet  original, gold (results/02_train_resnet/logits/) and every method in results/05_unlearn_gan/logits/;
           forget set = sample_forget (reference B's forget batch), membership sets mia_sample_*
   vit     original, gold (results/03_train_vit_refs/logits/) and every method in results/04_unlearn_vit/logits/;
           forget set = forget (the forgotten class), membership sets mia_class_*

@@ -36,6 +36,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from common.aggregate import aggregate, noise_floor  # noqa: E402
 from common.config import ReportConfig, config_dict, parse_config, print_config, resolve_device  # noqa: E402
 from common.io import atomic_path, run_main, save_figure, save_json, write_manifest  # noqa: E402
 from common.log import RunLog  # noqa: E402
@@ -120,7 +121,7 @@ def add_summaries(track: str, df: pd.DataFrame) -> pd.DataFrame:
         df["avg_gap"] = sum(gaps) / len(gaps)
     if "seconds" in df.columns and df.loc["gold", "seconds"] > 0:
         df["rte_pct_of_gold"] = 100 * df["seconds"] / df.loc["gold", "seconds"]
-    refs = [r for r in REFS if r in df.index]
+    refs = [r for r in (*REFS, "gold_2") if r in df.index]
     rest = df.drop(index=refs)
     if "avg_gap" in df.columns:
         rest = rest.sort_values("avg_gap", na_position="last")
@@ -143,8 +144,9 @@ def gap_not_significant(df: pd.DataFrame, model: str, col: str) -> bool | None:
     return None
 
 
-def cell(df: pd.DataFrame, model: str, col: str) -> str:
-    """value [95 % interval] (gap to gold, n.s. when its interval contains 0); 'diverged' for a diverged model."""
+def cell(df: pd.DataFrame, model: str, col: str, floor: pd.Series | None = None) -> str:
+    """value [95 % interval] (gap to gold, n.s. when its interval contains 0, within noise when |gap| is below the
+    gold-vs-gold noise floor); 'diverged' for a diverged model."""
     v = df.loc[model, col]
     if df.loc[model].get("diverged") is True or df.loc[model].get("diverged") == 1:
         return "diverged"
@@ -156,12 +158,15 @@ def cell(df: pd.DataFrame, model: str, col: str) -> str:
         s += f" [{df.loc[model, f'{col}_ci_lo']:.{d}f}, {df.loc[model, f'{col}_ci_hi']:.{d}f}]"
     if model != "gold" and "gold" in df.index and col not in ("seconds", "rte_pct_of_gold", "avg_gap", "lr") \
             and pd.notna(df.loc["gold", col]):
-        ns = gap_not_significant(df, model, col)
-        s += f" ({v - df.loc['gold', col]:+.{d}f}{', n.s.' if ns else ''})"
+        gap, ns = v - df.loc["gold", col], gap_not_significant(df, model, col)
+        fl = floor.get(col, math.nan) if floor is not None else math.nan
+        marks = (", n.s." if ns else "") + (", within noise" if pd.notna(fl) and abs(gap) < fl else "")
+        s += f" ({gap:+.{d}f}{marks})"
     return s
 
 
-def markdown_table(df: pd.DataFrame, cols: list[str], names: dict | None = None) -> str:
+def markdown_table(df: pd.DataFrame, cols: list[str], names: dict | None = None,
+                   floor: pd.Series | None = None) -> str:
     cols = [c for c in cols if c in df.columns]
     names = names or {}
     lines = ["| model | " + " | ".join(names.get(c, c) for c in cols) + " |", "|---" * (len(cols) + 1) + "|"]
@@ -173,22 +178,21 @@ def markdown_table(df: pd.DataFrame, cols: list[str], names: dict | None = None)
             elif c == "lr":
                 cells.append(f"{df.loc[model, c]:g}" if pd.notna(df.loc[model, c]) else "")
             else:
-                cells.append(cell(df, model, c))
+                cells.append(cell(df, model, c, floor))
         lines.append(f"| {model} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 # ------------------------------------------------------------------------------------------------ figures
-def plot_accuracy(tables: dict, out: Path) -> Path | None:
-    frames = []
-    for track, df in tables.items():
-        acc = [c for c in df.columns if c.startswith("acc_") and "_ci" not in c]
-        long = df[acc].reset_index(names="model").melt("model", var_name="split", value_name="accuracy (%)")
-        frames.append(long.assign(track=track))
-    if not frames:
+def plot_accuracy(summary: pd.DataFrame, out: Path) -> Path | None:
+    """Accuracy per split and model, bars = mean over seeds, error bars = std across seeds."""
+    acc = [c for c in summary.columns if c.startswith("acc_") and "_ci" not in c]
+    if not acc or not len(summary):
         return None
-    g = sns.catplot(data=pd.concat(frames, ignore_index=True), kind="bar", x="split", y="accuracy (%)", hue="model",
-                    col="track", sharex=False, height=3.6, aspect=1.8)
+    data = summary[["track", "model", "seed", *acc]].melt(["track", "model", "seed"], var_name="split",
+                                                             value_name="accuracy (%)").dropna()
+    g = sns.catplot(data=data, kind="bar", x="split", y="accuracy (%)", hue="model", col="track", errorbar="sd",
+                    sharex=False, height=3.6, aspect=1.8)
     g.set_xticklabels(rotation=25, ha="right")
     save_figure(g.figure, out / "accuracy.png")
     plt.close(g.figure)
@@ -240,22 +244,25 @@ def plot_roc(roc: dict, out: Path) -> Path | None:
     return out / "roc.png"
 
 
-def plot_gap_vs_rte(tables: dict, out: Path) -> Path | None:
-    """Avg Gap (lower = closer to gold) against RTE (% of gold's training time, log x), every method of both tracks."""
-    frames = [df.loc[[i for i in df.index if i not in REFS], ["avg_gap", "rte_pct_of_gold"]].assign(track=t)
-              .reset_index(names="method") for t, df in tables.items() if {"avg_gap", "rte_pct_of_gold"} <= set(df.columns)]
-    data = pd.concat(frames, ignore_index=True).dropna() if frames else pd.DataFrame()
-    data = data[data.rte_pct_of_gold > 0] if len(data) else data
-    if not len(data):
+def plot_gap_vs_rte(agg: dict, out: Path) -> Path | None:
+    """Avg Gap (lower = closer to gold) against RTE (% of gold's training time, log x), every method of both
+    tracks; error bars = std across seeds."""
+    frames = [df.loc[[i for i in df.index if i not in REFS + ("gold_2",)]].assign(track=t).reset_index(names="method")
+              for t, df in agg.items() if {"avg_gap", "rte_pct_of_gold"} <= set(df.columns)]
+    data = pd.concat(frames, ignore_index=True).dropna(subset=["avg_gap", "rte_pct_of_gold"]) if frames else None
+    if data is None or not len(data[data.rte_pct_of_gold > 0]):
         return None
+    data = data[data.rte_pct_of_gold > 0]
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
-    sns.scatterplot(data=data, x="rte_pct_of_gold", y="avg_gap", hue="method", style="track", s=70, ax=ax)
-    for _, r in data.iterrows():
-        ax.annotate(r["method"], (r["rte_pct_of_gold"], r["avg_gap"]), fontsize=7, xytext=(3, 3),
-                    textcoords="offset points")
+    for marker, (track, d) in zip("os", data.groupby("track")):
+        ax.errorbar(d.rte_pct_of_gold, d.avg_gap, xerr=d.get("rte_pct_of_gold_std"), yerr=d.get("avg_gap_std"),
+                    fmt=marker, ms=6, capsize=2, lw=0.8, label=f"{track} track")
+        for _, r in d.iterrows():
+            ax.annotate(r["method"], (r["rte_pct_of_gold"], r["avg_gap"]), fontsize=7, xytext=(3, 3),
+                        textcoords="offset points")
     ax.set(xscale="log", xlabel="RTE: wall time, % of gold's training time (log)", ylabel="Avg Gap to gold (%)",
-           title="Unlearning methods: distance to gold vs cost")
-    ax.legend(fontsize=7, ncol=2, bbox_to_anchor=(1.02, 1), loc="upper left")
+           title="Unlearning methods: distance to gold vs cost (mean ± std over seeds)")
+    ax.legend(fontsize=8)
     save_figure(fig, out / "gap_vs_rte.png")
     plt.close(fig)
     return out / "gap_vs_rte.png"
@@ -266,13 +273,13 @@ def plot_training(m: dict, out: Path) -> Path | None:
     for stage, track in (("02_train_resnet", "resnet"), ("03_train_vit_refs", "vit")):
         for model, v in m.get(stage, {}).get("models", {}).items():
             for h in v.get("history", []) if isinstance(v, dict) else []:
-                if "test_acc" in h:
-                    curves.append(dict(track=track, model=model, epoch=h["epoch"], test_acc=h["test_acc"]))
+                if "val_acc" in h:  # validation rows: the reported test rows are scored once, at the end
+                    curves.append(dict(track=track, model=model, epoch=h["epoch"], val_acc=h["val_acc"]))
     if not curves:
         return None
-    g = sns.relplot(data=pd.DataFrame(curves), kind="line", x="epoch", y="test_acc", hue="model", col="track",
+    g = sns.relplot(data=pd.DataFrame(curves), kind="line", x="epoch", y="val_acc", hue="model", col="track",
                     marker="o", height=3.2, aspect=1.3, facet_kws=dict(sharex=False))
-    g.set_axis_labels("epoch", "test accuracy (%)")
+    g.set_axis_labels("epoch", "validation accuracy (%)")
     save_figure(g.figure, out / "training_curves.png")
     plt.close(g.figure)
     return out / "training_curves.png"
@@ -293,9 +300,9 @@ NAMES = {"acc_forget_train": "forget (train)", "acc_retain_train": "retain (trai
          "entropy_test_forget": "entropy test forget (nats)"}
 
 
-def header(m: dict, results: Path) -> list[str]:
+def header(m: dict, tree: Path, seeds: list[str]) -> list[str]:
     prep = m.get("01_prepare_data", {})
-    man = read_json(results / "01_prepare_data" / "manifest.json") or {}
+    man = read_json(tree / "01_prepare_data" / "manifest.json") or {}
     vit = m.get("04_unlearn_vit") or m.get("03_train_vit_refs") or {}
     git = man.get("git", {})
     sizes = prep.get("split_sizes", {})
@@ -303,15 +310,17 @@ def header(m: dict, results: Path) -> list[str]:
              f"- Data: **{prep.get('source', '?')}**, {prep.get('n_train', '?')} train / {prep.get('n_test', '?')} "
              f"test images (test cut into {sizes.get('test_unseen', '?')} unseen for methods / {sizes.get('test_val', '?')} "
              f"validation / {sizes.get('test_eval', '?')} evaluation rows); class-wise forget class "
-             f"{prep.get('forget_class', '?')} ({prep.get('forget_class_name', '?')}), sample-wise forget set "
-             f"{sizes.get('sample_forget', '?')} images",
+             f"{prep.get('forget_class', '?')} ({prep.get('forget_class_name', '?')}); sample-wise: forget set "
+             f"{sizes.get('sample_forget', '?')} of {sizes.get('sample_forget', 0) + sizes.get('sample_retain', 0)} rows",
              f"- Profile: **{man.get('config', {}).get('profile', '?')}**; device: {man.get('device', {}).get('device', '?')}; "
-             f"seed: {man.get('seed', '?')}; git: {(git.get('sha') or '?')[:10]}{' (dirty)' if git.get('dirty') else ''}"]
+             f"training seeds: {', '.join(seeds)} ({len(seeds)}); split seed: {man.get('config', {}).get('split_seed', '?')}; "
+             f"git: {(git.get('sha') or '?')[:10]}{' (dirty)' if git.get('dirty') else ''}"]
     for stage, track in (("04_unlearn_vit", "ViT"), ("05_unlearn_gan", "ResNet")):
         u = m.get(stage, {})
         if "budget" in u:
+            grid = f"; lr chosen per method by --grid {u['grid']} on validation rows" if u.get("grid") else ""
             lines.append(f"- {track} compute budget per method: {u['budget']:g} x gold's training time "
-                         f"({u.get('budget_seconds', float('nan')):.1f} s){'; lr chosen per method by --grid ' + u['grid'] + ' on validation rows' if u.get('grid') else ''}")
+                         f"({u.get('budget_seconds', float('nan')):.1f} s){grid}")
     if "pretrained" in vit:
         lines.append("- ViT: " + ("ImageNet-pretrained (timm)" if vit["pretrained"] else
                                   "**randomly initialised** (no ImageNet weights were used), so its accuracies are far "
@@ -332,36 +341,120 @@ def caution(track: str, df: pd.DataFrame) -> list[str]:
             "measurable trace, so this run cannot show whether unlearning works on this track.", ""]
 
 
-def build_report(m: dict, tables: dict, missing: list[str], figs: dict, results: Path) -> str:
-    lines = header(m, results) + [""]
-    if missing:
-        lines += ["## Missing stages", ""] + missing + [""]
-    lines += ["How to read: each cell is value [95 % bootstrap interval over rows] (gap to gold); gold, the model "
-              "retrained without the forget data, is the target, not 0 or 100. **n.s.** marks a gap whose interval "
-              "contains 0 (paired bootstrap for accuracies; for attack figures, gold's value lies inside the model's "
-              "interval). **Avg Gap** = mean |gap| over forget, retain and test accuracy and MIA-efficacy, in % (lower "
-              "is better). **RTE** = wall time of the unlearning steps, and as % of gold's training time. `cut` = the "
-              "compute budget stopped the method early. Methods are sorted by Avg Gap.", ""]
-    titles = {"vit": "ViT track: class-wise forgetting (reference A's scenario)",
-              "resnet": "ResNet track: sample-wise forgetting (reference B's scenario)"}
-    for track, df in tables.items():
-        lines += [f"## {titles[track]}", ""] + caution(track, df)
-        lines += [markdown_table(df, MAIN_COLS[track] + SUMMARY_COLS, NAMES), ""]
+def track_floor(per_seed: dict, track: str, cols: list[str]) -> pd.Series:
+    """common.aggregate.noise_floor, plus Avg Gap's floor: the Avg Gap between the two golds (same terms)."""
+    floor = noise_floor(per_seed, cols)
+    terms = [floor.get(k) for k in GAP_KEYS[track] if k in floor.index]
+    if "attack_mia_efficacy" in floor.index:
+        terms.append(100 * floor["attack_mia_efficacy"])
+    floor["avg_gap"] = sum(terms) / len(terms) if terms and all(pd.notna(t) for t in terms) else math.nan
+    return floor
+
+
+def agg_cell(agg: pd.DataFrame, model: str, col: str) -> str:
+    """mean ± std over seeds (gap to gold, within noise when |gap| < floor or its t-interval contains 0)."""
+    v = agg.loc[model, col]
+    if pd.isna(v):
+        return "–"
+    d = digits_for(col)
+    s = f"{v:.{d}f}" + (f" ± {agg.loc[model, f'{col}_std']:.{d}f}" if pd.notna(agg.loc[model, f"{col}_std"]) else "")
+    if model != "gold" and col not in ("seconds", "rte_pct_of_gold", "avg_gap") and pd.notna(agg.loc[model, f"{col}_gap"]):
+        s += f" ({agg.loc[model, f'{col}_gap']:+.{d}f}{', within noise' if agg.loc[model, f'{col}_within_noise'] else ''})"
+    elif col == "avg_gap" and model != "gold" and agg.loc[model, "avg_gap_within_noise"]:
+        s += " (within noise)"
+    return s
+
+
+def agg_table(agg: pd.DataFrame, cols: list[str], names: dict) -> str:
+    cols = [c for c in cols if c in agg.columns]
+    lines = ["| model | " + " | ".join(names.get(c, c) for c in cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    lines += [f"| {m} | " + " | ".join(agg_cell(agg, m, c) for c in cols) + " |" for m in agg.index]
+    return "\n".join(lines)
+
+
+def aggregate_track(per_seed: dict, track: str) -> tuple[pd.DataFrame, pd.Series]:
+    """Mean ± std over seeds of every shown figure, the noise floor, models sorted by mean Avg Gap."""
+    cols = list(dict.fromkeys(c for c in MAIN_COLS[track] + ["avg_gap", "seconds", "rte_pct_of_gold"]
+                              + VIT_EXTRA + ATTACK_COLS if any(c in df.columns for df in per_seed.values())))
+    floor = track_floor(per_seed, track, cols)
+    agg = aggregate(per_seed, cols, floor)
+    # Avg Gap is already a distance to gold: within noise when below the floor (or its t-interval reaches it)
+    if "avg_gap" in agg.columns:
+        agg["avg_gap_within_noise"] = agg["avg_gap"] < floor.get("avg_gap", math.nan)
+    refs = [r for r in (*REFS, "gold_2") if r in agg.index]
+    rest = agg.drop(index=refs)
+    if "avg_gap" in agg.columns:
+        rest = rest.sort_values("avg_gap", na_position="last")
+    return pd.concat([agg.loc[refs], rest]), floor
+
+
+TITLES = {"vit": "ViT track: class-wise forgetting (reference A's scenario)",
+          "resnet": "ResNet track: sample-wise forgetting (reference B's scenario)"}
+
+
+def build_report(trees: dict, aggs: dict, floors: dict, figs: dict, results: Path) -> str:
+    first = next(iter(trees.values()))
+    seeds = list(trees)
+    lines = header(first["m"], first["path"], seeds) + [""]
+    for seed, t in trees.items():
+        if t["missing"]:
+            lines += [f"## Missing stages (seed {seed})", ""] + t["missing"] + [""]
+    lines += ["How to read: gold, the model retrained without the forget data, is the target of every figure, not 0 "
+              "or 100. Summary cells: mean ± std across training seeds (sample std, ddof 1) and (mean gap to gold); "
+              "**within noise** marks a gap smaller than the noise floor (how far two golds trained with different "
+              "seeds lie apart) or whose 95 % t-interval across seeds contains 0. Per-seed cells: value [95 % "
+              "bootstrap interval over rows] (gap; **n.s.** when its interval contains 0: paired bootstrap for "
+              "accuracies, gold's value inside the model's interval for attack figures). **Avg Gap** = mean |gap| "
+              "over forget, retain and test accuracy and MIA-efficacy, in % (lower is better). **RTE** = wall time of "
+              "the unlearning steps, and as % of gold's training time. `cut` = the compute budget stopped the method "
+              "early. Methods are sorted by Avg Gap. JS = Jensen-Shannon distance with scipy's natural-log base "
+              "(reference A's unit, range [0, 0.833]).", ""]
+    lines += [f"## Summary over {len(seeds)} training seed{'s' if len(seeds) > 1 else ''} ({', '.join(seeds)})", ""]
+    for track, agg in aggs.items():
+        fl = floors[track]
+        shown = [c for c in MAIN_COLS[track] + ["avg_gap"] if c in fl.index and pd.notna(fl[c])]
+        floor_text = ", ".join(f"{NAMES.get(c, c)} {fl[c]:.{digits_for(c)}f}" for c in shown) or \
+            "not measured (one seed and no gold_2)"
+        lines += [f"### {TITLES[track]}", ""]
+        if all(caution(track, t["tables"][track]) for t in trees.values() if track in t["tables"]):
+            lines += caution(track, first["tables"][track]) if track in first["tables"] else []
+        lines += [f"Noise floor (gold vs gold): {floor_text}.", "",
+                  agg_table(agg, MAIN_COLS[track] + ["avg_gap", "seconds", "rte_pct_of_gold"], NAMES), ""]
         if track == "vit":
-            lines += ["Further class-wise figures (accuracy %, entropy in nats, JS = Jensen-Shannon distance to gold "
-                      "with scipy's natural-log base as reference A, range [0, 0.833]):", "",
-                      markdown_table(df, VIT_EXTRA, NAMES), ""]
-        attack = [c for c in ATTACK_COLS if c in df.columns]
+            lines += [agg_table(agg, VIT_EXTRA, NAMES), ""]
+        attack = [c for c in ATTACK_COLS if c in agg.columns]
         if attack:
-            lines += ["Membership-inference attacks (stage 06; AUC = held-out members vs non-members, forget AUC = "
-                      "forget rows vs held-out non-members; gold's row is the target):", "",
-                      markdown_table(df, attack, {c: c.removeprefix("attack_") for c in attack}), ""]
+            lines += [agg_table(agg, attack, {c: c.removeprefix("attack_") for c in attack}), ""]
+    for seed, t in trees.items():
+        lines += [f"## Seed {seed}", ""]
+        for track, df in t["tables"].items():
+            fl = floors[track] if len(trees) == 1 else None  # one seed: gold_2 gives this seed's floor
+            lines += [f"### {TITLES[track]}", ""] + caution(track, df)
+            lines += [markdown_table(df, MAIN_COLS[track] + SUMMARY_COLS, NAMES, fl), ""]
+            if track == "vit":
+                lines += [markdown_table(df, VIT_EXTRA, NAMES, fl), ""]
+            attack = [c for c in ATTACK_COLS if c in df.columns]
+            if attack:
+                lines += ["Membership-inference attacks (stage 06; AUC = held-out members vs non-members, forget AUC "
+                          "= forget rows vs held-out non-members; gold's row is the target):", "",
+                          markdown_table(df, attack, {c: c.removeprefix("attack_") for c in attack}, fl), ""]
     lines += ["Units: accuracy in %, entropy in nats, JS distance natural log, seconds of wall time; attack "
               "AUC/TPR/FNR/MIA-efficacy as fractions.", "", "## Figures", ""]
     for name, path in figs.items():
         if path is not None and Path(path).is_file():
             lines += [f"**{name}**", "", f"![{name}]({Path(path).relative_to(results).as_posix()})", ""]
     return "\n".join(lines) + "\n"
+
+
+def seed_trees(results: Path, seeds: str) -> dict[str, Path]:
+    """{seed: tree}: the named seeds' results/seed-<s>/, else every seed-* tree found, else results itself."""
+    if seeds.split():
+        return {s: results / f"seed-{s}" for s in seeds.split()}
+    found = sorted(results.glob("seed-*"), key=lambda p: p.name)
+    if found:
+        return {p.name.removeprefix("seed-"): p for p in found}
+    man = read_json(results / "01_prepare_data" / "manifest.json") or {}
+    return {str(man.get("seed", "?")): results}
 
 
 def main() -> None:
@@ -371,39 +464,49 @@ def main() -> None:
     results = Path(cfg.results)
     out = results / STAGE
     log = RunLog(out, STAGE, config_dict(cfg), cfg.wandb)
-    m, missing = load_all(results)
-    tables = {t: add_summaries(t, df) for t, df in track_tables(m).items()}
-    figs = {"Avg Gap to gold vs run time (RTE), every method of both tracks": plot_gap_vs_rte(tables, out),
-            "Accuracy per split and model": plot_accuracy(tables, out),
-            "t-SNE of ViT pre-logit features (forget vs retain)": results / "04_unlearn_vit" / "tsne.png",
-            "Jensen-Shannon distance to gold and entropy (ViT)": plot_js_entropy(tables, out),
-            "Membership-inference ROC curves (log-log)": plot_roc(m["roc"], out),
-            "Training curves": plot_training(m, out)}
-    summary = pd.concat([df.assign(track=t).reset_index(names="model") for t, df in tables.items()]) \
-        if tables else pd.DataFrame(columns=["track", "model"])
-    summary = summary[["track", "model"] + [c for c in summary.columns if c not in ("track", "model")]]
+    trees = {}
+    for seed, path in seed_trees(results, cfg.seeds).items():
+        m, missing = load_all(path)
+        trees[seed] = dict(path=path, m=m, missing=missing,
+                           tables={t: add_summaries(t, df) for t, df in track_tables(m).items()})
+    tracks = list(dict.fromkeys(t for tree in trees.values() for t in tree["tables"]))
+    aggs, floors = {}, {}
+    for track in tracks:
+        per_seed = {s: t["tables"][track] for s, t in trees.items() if track in t["tables"]}
+        aggs[track], floors[track] = aggregate_track(per_seed, track)
+    frames = [df.assign(seed=seed, track=track).reset_index(names="model")
+              for seed, t in trees.items() for track, df in t["tables"].items()]
+    summary = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["seed", "track", "model"])
+    summary = summary[["seed", "track", "model"] + [c for c in summary.columns if c not in ("seed", "track", "model")]]
+    first = next(iter(trees.values()))
+    figs = {"Avg Gap to gold vs run time (RTE), every method of both tracks": plot_gap_vs_rte(aggs, out),
+            "Accuracy per split and model (mean, std across seeds)": plot_accuracy(summary, out),
+            "t-SNE of ViT pre-logit features (forget vs retain, first seed)": first["path"] / "04_unlearn_vit" / "tsne.png",
+            "Jensen-Shannon distance to gold and entropy (ViT, first seed)": plot_js_entropy(first["tables"], out),
+            "Membership-inference ROC curves (log-log, first seed)": plot_roc(first["m"]["roc"], out),
+            "Training curves (first seed)": plot_training(first["m"], out)}
     with atomic_path(results / "summary.csv") as tmp:
         summary.to_csv(tmp, index=False)
-    report = build_report(m, tables, missing, figs, results)
-    log.log("report", models=len(summary), missing_stages=len(missing))
+    report = build_report(trees, aggs, floors, figs, results)
+    log.log("report", seeds=len(trees), models=len(summary), missing_stages=sum(len(t["missing"]) for t in trees.values()))
     if log.wandb.__class__.__name__ != "_NoWandb":
         import wandb
 
         log.wandb.log({"summary": wandb.Table(dataframe=summary.fillna(float("nan")))})
         log.wandb.log({k: wandb.Image(str(p)) for k, p in figs.items() if p is not None and Path(p).is_file()})
-    records = summary.to_dict("records")
-    metrics = {"models": {f"{r['track']}/{r['model']}": {k: v for k, v in r.items() if k not in ("track", "model")
-                                                         and isinstance(v, (int, float)) and not math.isnan(v)}
-                          for r in records},
-               "missing_stages": [s for s in STAGES if s not in m]}
+    metrics = {"seeds": list(trees), "noise_floor": {t: f.dropna().to_dict() for t, f in floors.items()},
+               "models": {f"{t}/{m}": {k: v for k, v in row.items() if isinstance(v, (int, float)) and not
+                                       (isinstance(v, float) and math.isnan(v))}
+                          for t, agg in aggs.items() for m, row in agg.to_dict("index").items()},
+               "missing_stages": sorted({s for t in trees.values() for s in STAGES if s not in t["m"]})}
     write_manifest(out, config_dict(cfg), resolve_device(cfg.device), started,
-                   [results / s / "metrics.json" for s in STAGES],
+                   [t["path"] / s / "metrics.json" for t in trees.values() for s in STAGES],
                    [results / "summary.csv"] + [p for p in figs.values() if p is not None])
     log.close()
     save_json(metrics, out / "metrics.json")
     with atomic_path(results / "report.md") as tmp:  # the Make target: written last
         tmp.write_text(report)
-    print(f"[{STAGE}] wrote {results / 'report.md'} and {results / 'summary.csv'}")
+    print(f"[{STAGE}] wrote {results / 'report.md'} and {results / 'summary.csv'} ({len(trees)} seed tree(s))")
 
 
 if __name__ == "__main__":

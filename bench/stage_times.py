@@ -13,10 +13,12 @@ from pathlib import Path
 
 
 def stage_times(results: Path) -> list[dict]:
-    rows = []
-    for manifest in sorted(results.glob("0[1-7]_*/manifest.json")):
+    rows = []  # a seed tree's stages (results/seed-<s>/0N_*) and the aggregate report (results/07_report)
+    for manifest in sorted([*results.glob("0[1-7]_*/manifest.json"), *results.glob("seed-*/0[1-7]_*/manifest.json")]):
         m = json.loads(manifest.read_text())
-        rows.append(dict(stage=manifest.parent.name, seconds=m.get("wall_seconds"), profile=m["config"].get("profile"),
+        name = manifest.parent.name if manifest.parent.parent == results else \
+            f"{manifest.parent.parent.name}/{manifest.parent.name}"
+        rows.append(dict(stage=name, seconds=m.get("wall_seconds"), profile=m["config"].get("profile"),
                          device=m.get("device", {}).get("device"), finished=m.get("finished"),
                          git=(m.get("git", {}).get("sha") or "")[:10]))
     return rows
@@ -31,10 +33,10 @@ def main() -> None:
     if "--json" in sys.argv:
         print(json.dumps(rows, indent=2))
         return
-    print(f"{'stage':24s} {'seconds':>9s}  profile  device  git")
+    print(f"{'stage':34s} {'seconds':>9s}  profile  device  git")
     for r in rows:
-        print(f"{r['stage']:24s} {r['seconds']:9.1f}  {r['profile']:7s}  {r['device']:6s}  {r['git']}")
-    print(f"{'total (stages only)':24s} {sum(r['seconds'] for r in rows):9.1f}")
+        print(f"{r['stage']:34s} {r['seconds']:9.1f}  {r['profile']:7s}  {r['device']:6s}  {r['git']}")
+    print(f"{'total (stages only)':34s} {sum(r['seconds'] for r in rows):9.1f}")
 
 
 if __name__ == "__main__":

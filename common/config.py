@@ -34,12 +34,14 @@ class Common:
 @dataclass
 class PrepareConfig(Common):
     source: str = "cifar10"  # cifar10 (torchvision) | kaggle (train.7z or train/ + trainLabels.csv)
+    split_seed: int = 42  # every split of stage 01 (not --seed): the same forget set for every training seed
     data_dir: str = "data"
     cache_dir: str = "data/cache"  # where train.7z is extracted (never into data_dir)
     test_fraction: float = 0.2  # kaggle only: reference B's seeded 80/20 split
     forget_class: int = 0  # class-wise forgetting (reference A): 0 = airplane
     forget_size: int = 128  # sample-wise forgetting (reference B): one batch
     forget_fraction: float = 0.0  # > 0 overrides forget_size, e.g. 0.1 = the literature's random 10 %
+    sample_per_class: int = 0  # sample-wise track: train rows per class it uses (0 = every train row)
     unseen_fraction: float = 0.1  # share of test rows unlearning methods may look at (test_unseen), never scored
     val_fraction: float = 0.1  # share of test rows for hyper-parameter choice (test_val), never reported
     max_train_per_class: int = 0  # 0 = no cap
@@ -62,6 +64,7 @@ class ResNetConfig(Common):
     augment: bool = True  # random crop 32 (4 px padding) + horizontal flip, as reference B's transform
     channels_last: bool = True
     train_gold: bool = True  # also retrain on sample_retain (the reference for every unlearning number)
+    noise_gold: bool = False  # also train `gold_2`: gold's recipe with training seed + 1 (the gold-vs-gold noise floor)
 
 
 @dataclass
@@ -75,6 +78,7 @@ class ViTRefsConfig(Common):
     eval_batch_size: int = 256
     lr: float = 1e-4  # SGD, momentum 0.9 (reference A)
     momentum: float = 0.9
+    noise_gold: bool = False  # also train `gold_2`: gold's recipe with training seed + 1 (the gold-vs-gold noise floor)
 
 
 @dataclass
@@ -179,7 +183,8 @@ class AttackConfig(Common):
 
 @dataclass
 class ReportConfig(Common):
-    pass
+    seeds: str = ""  # training seeds whose trees <results>/seed-<s>/ to aggregate ("" = every seed-* tree found,
+    # or <results> itself as a single tree when there is none)
 
 
 # Profile presets: only the fields that differ from the dataclass defaults.

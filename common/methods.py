@@ -14,6 +14,7 @@ References' methods (their settings are what the references' code ran: ../shared
                    loss = l_con(z_f, z_r.detach(); tau) + CE(retain)
   gan_reference    reference B exactly: WGAN-GP, generator (the classifier, TRAIN mode) vs a 10-64-32-1 critic on
                    sorted probabilities; real = original on ONE held-out batch of 64; 10 generator / 50 critic steps
+  retain_only      control for `gan`: its retain cross-entropy steps alone (no critic), so the GAN's share shows
   gan              the project's WGAN-GP variant (eval-mode generator, retain CE, critic warm-up, Adam `gan_lr`; see `gan`)
 Literature methods follow below the references' ones.
 """
@@ -237,6 +238,25 @@ def gan(model: nn.Module, ctx: Ctx) -> list[dict]:
             loss = adv + cfg.lambda_retain * ce
         sgd_step(opt_g, loss)
         history.append(dict(step=step, wasserstein=sum(w) / len(w), adv_loss=adv.item(), retain_ce=ce.item()))
+    return history
+
+
+def retain_only(model: nn.Module, ctx: Ctx) -> list[dict]:
+    """Control for `gan` (not an unlearning method of its own): exactly `gan`'s retain part, i.e. `gan_steps` steps
+    of lambda_retain * CE on augmented retain batches of `gan_batch_size`, Adam `gan_lr` betas (0.5, 0.9), eval
+    mode, and no adversarial term. `gan` minus `retain_only` is what the GAN itself contributes."""
+    cfg = ctx.cfg
+    opt = torch.optim.Adam(model.parameters(), lr=ctx.lr("gan"), betas=(0.5, 0.9))
+    retain_it = ctx.endless(ctx.retain, cfg.gan_batch_size)
+    model.eval()  # as `gan`: BatchNorm statistics frozen
+    history = []
+    for step in range(1, cfg.gan_steps + 1):
+        if ctx.out_of_budget():
+            break
+        xr, yr = next(retain_it)
+        ce = F.cross_entropy(forward(model, xr, ctx), yr)
+        sgd_step(opt, cfg.lambda_retain * ce)
+        history.append(dict(step=step, retain_ce=ce.item()))
     return history
 
 
@@ -562,6 +582,7 @@ METHODS = {
     "two_stage": two_stage,
     "gan_reference": gan_reference,
     "gan": gan,
+    "retain_only": retain_only,
     "neggrad_plus": neggrad_plus,
     "random_label": random_label,
     "salun": salun,

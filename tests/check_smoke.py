@@ -1,6 +1,7 @@
-"""After the smoke pipeline: every stage whose script exists wrote its manifest and metrics, every model of every
-track is a row of the report's tables and of summary.csv, and its headline figures are finite numbers (a model
-marked diverged is exempt). Exit status 1 with one line per problem."""
+"""After the smoke pipeline (usage: check_smoke.py RESULTS SEED [SEED ...]): in every seed tree each stage wrote its
+manifest and metrics; the aggregate report has a summary over all seeds before one section per seed; every model
+of every track is a row of the report's tables and has one row per seed in summary.csv, with finite headline
+figures (a model marked diverged is exempt). Exit status 1 with one line per problem."""
 from __future__ import annotations
 
 import json
@@ -17,37 +18,48 @@ HEADLINE = {"vit": ("acc_forget_train", "acc_retain_train", "acc_test_retain", "
                        "attack_loss_forget_auc")}
 
 
-def problems(results: Path) -> list[str]:
+def problems(results: Path, seeds: list[str]) -> list[str]:
     out = []
-    for script in sorted(REPO.glob("0[1-6]_*.py")):
-        d = results / script.stem
-        for name in ("manifest.json", "metrics.json"):
-            if not (d / name).is_file():
-                out.append(f"{script.name} ran but {d / name} is missing")
     report, summary = results / "report.md", results / "summary.csv"
     if not report.is_file() or not summary.is_file():
-        return out + [f"{report} or {summary} is missing"]
-    text, table = report.read_text(), pd.read_csv(summary)
+        return [f"{report} or {summary} is missing"]
+    text, table = report.read_text(), pd.read_csv(summary, dtype={"seed": str})
+    if f"## Summary over {len(seeds)} training seed" not in text:
+        out.append(f"report.md has no summary over the {len(seeds)} seeds")
+    for seed in seeds:
+        tree = results / f"seed-{seed}"
+        for script in sorted(REPO.glob("0[1-6]_*.py")):
+            for name in ("manifest.json", "metrics.json"):
+                if not (tree / script.stem / name).is_file():
+                    out.append(f"{script.name} ran but {tree / script.stem / name} is missing")
+        if f"## Seed {seed}" not in text:
+            out.append(f"report.md has no section for seed {seed}")
+        out += model_problems(tree, seed, text, table)
+    return out
+
+
+def model_problems(tree: Path, seed: str, text: str, table: pd.DataFrame) -> list[str]:
+    out = []
     for stage, track in (("02_train_resnet", "resnet"), ("05_unlearn_gan", "resnet"), ("04_unlearn_vit", "vit")):
-        m = results / stage / "metrics.json"
+        m = tree / stage / "metrics.json"
         for model in json.loads(m.read_text()).get("models", {}) if m.is_file() else []:
             if f"\n| {model} |" not in text:
                 out.append(f"report.md has no table row for {track} model {model!r} of {stage}")
-            row = table[(table.track == track) & (table.model == model)]
+            row = table[(table.seed == seed) & (table.track == track) & (table.model == model)]
             if len(row) != 1:
-                out.append(f"summary.csv has {len(row)} rows for {track}/{model}, not 1")
+                out.append(f"summary.csv has {len(row)} rows for seed {seed} {track}/{model}, not 1")
                 continue
             if row.iloc[0].get("diverged") == 1:
                 continue
             for col in HEADLINE[track]:
                 v = row.iloc[0].get(col, float("nan"))
                 if not isinstance(v, (int, float)) or not math.isfinite(v):
-                    out.append(f"summary.csv: {track}/{model} has no finite {col} ({v!r})")
+                    out.append(f"summary.csv: seed {seed} {track}/{model} has no finite {col} ({v!r})")
     return out
 
 
 if __name__ == "__main__":
-    found = problems(Path(sys.argv[1]))
+    found = problems(Path(sys.argv[1]), sys.argv[2:])
     for line in found:
         print(f"smoke check: {line}")
     print(f"smoke check: {'FAILED' if found else 'ok'} ({len(found)} problem(s))")

@@ -68,11 +68,13 @@ def test_splits_are_disjoint_and_cover(run_stage, tmp_path, kaggle_dir):
 def test_same_seed_same_splits(run_stage, tmp_path, kaggle_dir):
     _, _, a = _prepare(run_stage, tmp_path, kaggle_dir, results="a")
     _, _, b = _prepare(run_stage, tmp_path, kaggle_dir, results="b")
-    _, _, c = _prepare(run_stage, tmp_path, kaggle_dir, "--seed", "7", results="c")
-    (da, sa), (db, sb), (_, sc) = _load(a), _load(b), _load(c)
+    _, _, c = _prepare(run_stage, tmp_path, kaggle_dir, "--split-seed", "7", results="c")
+    _, _, d = _prepare(run_stage, tmp_path, kaggle_dir, "--seed", "7", results="d")  # a training seed only
+    (da, sa), (db, sb), (_, sc), (_, sd) = _load(a), _load(b), _load(c), _load(d)
     assert torch.equal(da["train_images"], db["train_images"]) and torch.equal(da["test_ids"], db["test_ids"])
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
-    assert not torch.equal(sa["sample_forget"], sc["sample_forget"])
+    assert not torch.equal(sa["sample_forget"], sc["sample_forget"])  # the split seed draws the splits
+    assert all(torch.equal(sa[k], sd[k]) for k in sa)  # the training seed leaves the forget set alone
 
 
 def test_forget_fraction_and_cap(run_stage, tmp_path, kaggle_dir):

@@ -1,0 +1,81 @@
+"""common.aggregate on hand-made numbers: mean, sample std (ddof = 1), the gold-vs-gold noise floor and the
+"within noise" marking; and stage 07 over two seed trees (summary first, per-seed tables after, long summary.csv)."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from common.aggregate import aggregate, noise_floor, t_interval
+
+
+def table(gold: float, method: float, gold_2: float | None = None) -> pd.DataFrame:
+    rows = {"gold": {"acc": gold}, "m": {"acc": method}}
+    if gold_2 is not None:
+        rows["gold_2"] = {"acc": gold_2}
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def test_mean_and_sample_std_across_seeds():
+    per_seed = {"0": table(50, 60), "1": table(52, 64), "2": table(54, 68)}
+    agg = aggregate(per_seed, ["acc"])
+    assert agg.loc["m", "acc"] == pytest.approx(64.0) and agg.loc["m", "acc_n"] == 3
+    assert agg.loc["m", "acc_std"] == pytest.approx(4.0)  # ddof = 1: sqrt(((-4)^2 + 0 + 4^2) / 2)
+    assert agg.loc["m", "acc_gap"] == pytest.approx(12.0) and agg.loc["m", "acc_gap_std"] == pytest.approx(2.0)
+    lo, hi = t_interval(np.array([10.0, 12.0, 14.0]))  # t(0.975, 2) = 4.303, se = 2 / sqrt(3)
+    assert (agg.loc["m", "acc_gap_lo"], agg.loc["m", "acc_gap_hi"]) == pytest.approx((lo, hi))
+    assert hi - 12.0 == pytest.approx(4.302653 * 2 / math.sqrt(3), rel=1e-5)
+
+
+def test_noise_floor_from_seed_pairs_and_from_gold_2():
+    per_seed = {"0": table(50, 0), "1": table(52, 0), "2": table(56, 0)}
+    # pairs: |50-52| = 2, |50-56| = 6, |52-56| = 4 -> mean 4
+    assert noise_floor(per_seed, ["acc"])["acc"] == pytest.approx(4.0)
+    assert noise_floor({"0": table(50, 0, gold_2=47)}, ["acc"])["acc"] == pytest.approx(3.0)
+    assert math.isnan(noise_floor({"0": table(50, 0)}, ["acc"])["acc"])  # one seed, no gold_2: no floor
+
+
+def test_within_noise_marking():
+    # one seed with gold_2 at distance 3: a gap of 2 is within noise, a gap of 5 is not
+    small, large = {"0": table(50, 52, gold_2=47)}, {"0": table(50, 55, gold_2=47)}
+    assert aggregate(small, ["acc"], noise_floor(small, ["acc"])).loc["m", "acc_within_noise"]
+    assert not aggregate(large, ["acc"], noise_floor(large, ["acc"])).loc["m", "acc_within_noise"]
+    # several seeds: a gap whose t-interval contains 0 is within noise even above the floor
+    spread = {"0": table(50, 60), "1": table(50, 40), "2": table(51, 62)}
+    agg = aggregate(spread, ["acc"], pd.Series({"acc": 0.5}))
+    assert agg.loc["m", "acc_gap_lo"] < 0 < agg.loc["m", "acc_gap_hi"] and agg.loc["m", "acc_within_noise"]
+    steady = {"0": table(50, 60), "1": table(50, 61), "2": table(51, 60)}
+    assert not aggregate(steady, ["acc"], pd.Series({"acc": 0.5})).loc["m", "acc_within_noise"]
+
+
+def _write(path, obj):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj))
+
+
+def test_report_aggregates_two_seed_trees(run_stage, tmp_path):
+    root = tmp_path / "results"
+    for seed, (orig, gold, ft) in {"0": (100, 60, 70), "1": (98, 64, 74)}.items():
+        r = root / f"seed-{seed}"
+        _write(r / "01_prepare_data/metrics.json", dict(source="kaggle", n_train=100, n_test=20, forget_class=0,
+                                                        forget_class_name="airplane", split_sizes={}))
+        _write(r / "02_train_resnet/metrics.json", dict(models=dict(
+            original=dict(acc_forget=orig, acc_retain=95, acc_test=70, seconds=50),
+            gold=dict(acc_forget=gold, acc_retain=95, acc_test=70, seconds=40))))
+        _write(r / "05_unlearn_gan/metrics.json", dict(models=dict(finetune=dict(
+            acc_forget=ft, acc_retain=95, acc_test=70, seconds=4, cut=False, lr=0.01))))
+    code, err = run_stage("07_report.py", ["--profile", "smoke", "--results", str(root), "--seeds", "0 1"])
+    assert code == 0, err
+    text = (root / "report.md").read_text()
+    assert text.index("## Summary over 2 training seeds (0, 1)") < text.index("## Seed 0") < text.index("## Seed 1")
+    # finetune forget: mean 72, std sqrt(8) = 2.83, gap +10 each seed; golds 60 / 64 -> floor 4
+    assert "| finetune | 72.0 ± 2.8 (+10.0) |" in text
+    assert "Noise floor (gold vs gold): forget 4.0" in text
+    summary = pd.read_csv(root / "summary.csv")
+    assert list(summary.columns[:3]) == ["seed", "track", "model"] and sorted(set(summary.seed)) == [0, 1]
+    assert len(summary) == 6  # 2 seeds x (original, gold, finetune)
+    agg = json.loads((root / "07_report/metrics.json").read_text())
+    assert agg["seeds"] == ["0", "1"] and agg["models"]["resnet/finetune"]["acc_forget_std"] == pytest.approx(8 ** 0.5)

@@ -24,7 +24,8 @@ once, from the final cached logits). `seconds` counts the training passes only (
 Reads   results/01_prepare_data/{data.pt, splits.pt, metrics.json}
 Writes  results/02_train_resnet/
   original.pt, gold.pt     checkpoints (common.io.save_checkpoint; load with common.models.load_model)
-  logits/original.pt, logits/gold.pt   eval-mode logits of every train and test row (common.metrics cache)
+  logits/<model>.pt        eval-mode fp32 logits of every test row and of the sample-wise train rows (NaN in train
+                           rows outside the --sample-per-class pool: never used) (common.metrics cache)
   first_batch.pt           reference B's hand-off: the forget batch {"images": uint8 [n,3,32,32], "labels",
                            "indices" (rows of data.pt's train tensors)}; load with torch.load(weights_only=True)
   manifest.json, log.jsonl, metrics.json (last): per model acc_forget / acc_retain / acc_test (%), seconds
@@ -46,7 +47,7 @@ from common.config import ResNetConfig, config_dict, parse_config, print_config,
 from common.data import PREPARE_CMD, PREPARE_STAGE, batches, load_prepared, num_batches, resnet_transform, stage_dir
 from common.io import PipelineError, load_json, run_main, save_checkpoint, save_json, save_torch, write_manifest
 from common.log import RunLog
-from common.metrics import accuracy, logits_path, samplewise_metrics, save_logits
+from common.metrics import accuracy, logits_path, samplewise_metrics, save_logits, track_train_rows
 from common.models import RESNET, build_model
 from common.seed import set_seed
 from common.train import cross_entropy_loss, split_logits, train_epoch
@@ -77,11 +78,12 @@ def make_optimizer(model: torch.nn.Module, cfg: ResNetConfig, total_steps: int):
     return opt, sched
 
 
-def eval_logits(model, data: dict, split: str, cfg: ResNetConfig, device: str) -> torch.Tensor:
-    """Eval-mode fp32 logits of every row of `split` (train / test), no augmentation, data.pt order."""
+def eval_logits(model, data: dict, split: str, cfg: ResNetConfig, device: str, rows=None) -> torch.Tensor:
+    """Eval-mode fp32 logits of `split` (train / test) in data.pt order, no augmentation; with `rows`, only those
+    rows are evaluated (NaN elsewhere)."""
     xy = {split: (data[f"{split}_images"], data[f"{split}_labels"])}
     return split_logits(model, xy, cfg.eval_batch_size, resnet_transform(False, cfg.channels_last, cfg.norm),
-                        device)[split]
+                        device, rows={split: rows} if rows is not None else None)[split]
 
 
 def train_model(name: str, rows: torch.Tensor, seed: int, data: dict, splits: dict, cfg: ResNetConfig,
@@ -131,8 +133,8 @@ def main() -> None:
     log = RunLog(out, STAGE, config_dict(cfg), cfg.wandb)
 
     set_seed(cfg.seed)
-    rows = torch.cat([splits["sample_forget"], splits["sample_retain"]]).sort().values  # the sample-wise rows
-    plan = {"original": (rows, cfg.seed), "gold": (splits["sample_retain"], cfg.seed),
+    rows_all = track_train_rows("resnet", splits)  # the sample-wise rows (all train rows unless capped per class)
+    plan = {"original": (rows_all, cfg.seed), "gold": (splits["sample_retain"], cfg.seed),
             "gold_2": (splits["sample_retain"], cfg.seed + 1)}  # gold_2: the same recipe, another training seed
     if not cfg.train_gold:
         del plan["gold"]
@@ -143,7 +145,8 @@ def main() -> None:
     for name, (rows, seed) in plan.items():
         log.log("start", model=name, n_rows=len(rows), epochs=cfg.epochs, seed=seed)
         model, history, seconds = train_model(name, rows, seed, data, splits, cfg, device, log)
-        logits[name] = {split: eval_logits(model, data, split, cfg, device) for split in ("train", "test")}
+        logits[name] = {"train": eval_logits(model, data, "train", cfg, device, rows=rows_all),  # NaN off the pool
+                        "test": eval_logits(model, data, "test", cfg, device)}
         save_checkpoint(out / f"{name}.pt", model, RESNET, MODEL_ARGS, config_dict(cfg), trained_on=name)
         save_logits(logits_path(cfg.results, STAGE, name), logits[name]["train"], logits[name]["test"])
         outputs += [out / f"{name}.pt", logits_path(cfg.results, STAGE, name)]

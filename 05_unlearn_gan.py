@@ -34,7 +34,8 @@ from common.io import (PipelineError, load_json, load_torch, remove_stale, run_m
                        write_manifest)
 from common.log import RunLog
 from common.methods import METHODS
-from common.metrics import finite, load_logits, logits_path, samplewise_metrics, save_logits, selection_gap
+from common.metrics import (finite, load_logits, logits_path, samplewise_metrics, save_logits, selection_gap,
+                            track_train_rows)
 from common.models import RESNET, build_model, load_model
 from common.seed import set_seed
 from common.train import split_logits
@@ -93,14 +94,16 @@ def main() -> None:
         save_logits(logits_path(cfg.results, STAGE, name), logits["train"], logits["test"])
 
     gold_seconds = refs["models"]["gold"]["seconds"]
+    scored = track_train_rows("resnet", splits)  # train rows outside the sample-wise pool: NaN, never used
     runs = run_methods(names, METHODS, model, ctx, gold_seconds,
-                       evaluate=lambda m: split_logits(m, on_device, cfg.eval_batch_size, eval_tf, device),
+                       evaluate=lambda m: split_logits(m, on_device, cfg.eval_batch_size, eval_tf, device,
+                                                       rows={"train": scored}),
                        selection_gap=lambda lg: selection_gap("resnet", lg, ref_logits["gold"], data, splits),
                        save=save, log=log)
     logits = dict(ref_logits, **{n: r.pop("logits") for n, r in runs.items()})
     models = {}
     for name in names:
-        ok = finite(logits[name])
+        ok = finite(logits[name], scored)
         if not ok:
             print(f"[{STAGE}] WARNING: {name} produced non-finite logits (diverged): its figures are NaN")
         models[name] = dict(samplewise_metrics(logits[name], data, splits, ref_logits["gold"]), diverged=not ok, **runs[name])

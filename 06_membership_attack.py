@@ -58,7 +58,6 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import torch
 from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
@@ -70,9 +69,9 @@ from common.config import AttackConfig, config_dict, parse_config, print_config,
 from common.data import PREPARE_STAGE, load_prepared, stage_dir
 from common.io import PipelineError, run_main, save_json, write_manifest
 from common.log import RunLog
-from common.metrics import (attack_features, auc_ci, binary_metrics, calibrated_scores, group_auc, load_logits,
-                            mean_ci, mia_efficacy_svc, roc_points_log, roc_summary, softmax_features, tpr_at_fpr,
-                            true_class_confidence, true_class_log_prob)
+from common.metrics import (attack_features, auc_ci, binary_metrics, calibrated_scores, finite, group_auc,
+                            load_logits, mean_ci, mia_efficacy_svc, roc_points_log, roc_summary, softmax_features,
+                            tpr_at_fpr, track_train_rows, true_class_confidence, true_class_log_prob)
 from common.seed import set_seed
 
 STAGE = "06_membership_attack"
@@ -253,7 +252,7 @@ def main() -> None:
             logits = load_logits(path)
             check_logits(logits, data, path)
             inputs.append(path)
-            if not all(torch.isfinite(v).all() for v in logits.values()):  # diverged: no attack is meaningful
+            if not finite(logits, track_train_rows(track, splits)):  # diverged: no attack is meaningful
                 metrics[track][model] = {"diverged": True, "logits": str(path)}
                 notes.append(f"{track}: {model} has non-finite logits (diverged), not attacked")
                 continue

@@ -127,16 +127,25 @@ def selection_gap(track: str, logits: dict, gold: dict, data: dict, splits: dict
         val = val[yte[val] != ytr[forget[0]]]
     else:
         forget, retain = splits["sample_forget"], splits["sample_retain"]
-    if not finite(logits):
+    if not finite(logits, track_train_rows(track, splits)):
         return float("inf")
     parts = (("train", forget, ytr), ("train", retain, ytr), ("test", val, yte))
     gaps = [abs(accuracy(logits[p][r], y[r]) - accuracy(gold[p][r], y[r])) for p, r, y in parts]
     return sum(gaps) / len(gaps)
 
 
-def finite(logits: dict) -> bool:
-    """False when any cached logit is NaN or inf (a diverged model: its figures are not meaningful)."""
-    return all(torch.isfinite(v).all().item() for v in logits.values())
+def track_train_rows(track: str, splits: dict) -> torch.Tensor | None:
+    """The train rows a track evaluates: every row for the class-wise ViT track (None), the sample-wise rows
+    (sample_forget + sample_retain) for the ResNet track. Its caches hold NaN in the other train rows (with
+    --sample-per-class they are never trained on, scored or attacked, so they are not evaluated)."""
+    return None if track == "vit" else torch.cat([splits["sample_forget"], splits["sample_retain"]]).sort().values
+
+
+def finite(logits: dict, train_rows: torch.Tensor | None = None) -> bool:
+    """False when a cached logit of the evaluated rows (`train_rows` of train, every test row) is NaN or inf:
+    a diverged model, whose figures are not meaningful."""
+    train = logits["train"] if train_rows is None else logits["train"][train_rows]
+    return bool(torch.isfinite(train).all().item() and torch.isfinite(logits["test"]).all().item())
 
 
 # ------------------------------------------------------------------------------ membership-inference attacks

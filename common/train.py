@@ -63,9 +63,20 @@ def predict(model: nn.Module, batch_iter: Iterable, device: str, total: int | No
     return torch.cat(outs) if outs else torch.empty(0)
 
 
-def split_logits(model: nn.Module, splits: dict, batch_size: int, transform: Callable, device: str) -> dict:
-    """One eval forward pass over every row of each named (uint8 images, labels) split, in row order:
-    {name: float32 CPU logits}. Used for the logits caches (common.metrics)."""
-    return {name: predict(model, batches(x, y, None, batch_size, transform, device), device,
-                          total=num_batches(len(y), batch_size), desc=name)
-            for name, (x, y) in splits.items()}
+def split_logits(model: nn.Module, splits: dict, batch_size: int, transform: Callable, device: str,
+                 rows: dict | None = None) -> dict:
+    """One eval forward pass over each named (uint8 images, labels) split, in row order: {name: float32 CPU
+    logits}. With `rows` = {name: index tensor}, only those rows of that split are evaluated and the others hold
+    NaN (rows no figure uses). Used for the logits caches (common.metrics)."""
+    out = {}
+    for name, (x, y) in splits.items():
+        idx = None if rows is None else rows.get(name)
+        n = len(y) if idx is None else len(idx)
+        lg = predict(model, batches(x, y, idx, batch_size, transform, device), device,
+                     total=num_batches(n, batch_size), desc=name)
+        if idx is not None:
+            full = torch.full((len(y), lg.shape[1]), float("nan"))
+            full[idx.cpu()] = lg
+            lg = full
+        out[name] = lg
+    return out

@@ -78,3 +78,19 @@ def test_classwise_metrics_hand_made():
     assert lo <= 50.0 <= hi and m["acc_forget_train_gap_ci"] == [0.0, 0.0]  # same train logits as gold
     assert m["jsd_gold_test_retain"] == pytest.approx(0.0, abs=1e-6)
     assert "jsd_gold_test_forget" not in classwise_metrics({"train": train, "test": test}, data, splits)
+
+
+def test_partial_logits_are_nan_off_the_scored_rows_and_finite_checks_only_those():
+    from common.metrics import finite
+    from common.train import split_logits
+
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 3))
+    x = torch.randint(0, 256, (6, 3, 2, 2), dtype=torch.uint8)
+    y = torch.zeros(6, dtype=torch.long)
+    rows = torch.tensor([4, 1])
+    out = split_logits(model, {"train": (x, y), "test": (x, y)}, 4, lambda b: b.float() / 255, "cpu",
+                       rows={"train": rows})
+    full = split_logits(model, {"train": (x, y)}, 4, lambda b: b.float() / 255, "cpu")["train"]
+    assert torch.allclose(out["train"][rows], full[rows]) and torch.isnan(out["train"][[0, 2, 3, 5]]).all()
+    assert torch.isfinite(out["test"]).all()
+    assert finite(out, train_rows=rows) and not finite(out)

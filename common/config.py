@@ -114,6 +114,7 @@ class UnlearnConfig(Common):
     lambda_retain: float = 1.0
     gan_lr: float = 1e-4  # `gan`: Adam on the whole classifier (the generator)
     gan_reference_lr: float = 1e-3  # reference B: Adam 1e-3 for generator and critic (a --grid may vary it)
+    retain_only_lr: float = 1e-4  # the `gan` control: keep equal to gan_lr (its retain steps are gan's)
     lr_d: float = 1e-3  # `gan`: Adam on the critic
     critic_hidden: int = 64  # `gan`: width of the critic's two hidden layers
     # ---- literature methods (common/methods.py): fields below are theirs ----

@@ -246,7 +246,7 @@ def retain_only(model: nn.Module, ctx: Ctx) -> list[dict]:
     of lambda_retain * CE on augmented retain batches of `gan_batch_size`, Adam `gan_lr` betas (0.5, 0.9), eval
     mode, and no adversarial term. `gan` minus `retain_only` is what the GAN itself contributes."""
     cfg = ctx.cfg
-    opt = torch.optim.Adam(model.parameters(), lr=ctx.lr("gan"), betas=(0.5, 0.9))
+    opt = torch.optim.Adam(model.parameters(), lr=ctx.lr("retain_only"), betas=(0.5, 0.9))  # = gan_lr
     retain_it = ctx.endless(ctx.retain, cfg.gan_batch_size)
     model.eval()  # as `gan`: BatchNorm statistics frozen
     history = []

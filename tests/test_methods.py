@@ -242,6 +242,13 @@ def test_critic_is_10_64_32_1():
 
 
 # ------------------------------------------------------------------------- paper = the references' settings
+@pytest.mark.parametrize("profile", ["smoke", "cpu", "paper"])
+def test_retain_only_control_uses_the_gans_learning_rate(profile):
+    for cls in (ViTUnlearnConfig, ResNetUnlearnConfig):
+        cfg = parse_config(cls, ["--profile", profile])
+        assert cfg.retain_only_lr == cfg.gan_lr
+
+
 def test_paper_profile_is_the_references_settings():
     prep = parse_config(PrepareConfig, ["--profile", "paper"])
     assert prep.forget_size == 64 and prep.forget_class == 0 and prep.test_fraction == 0.2

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import torch
@@ -65,7 +65,6 @@ class Ctx:
     gen: torch.Generator
     budget: Budget
     lr_override: float = 0.0  # set by the driver's --grid
-    extra: dict = field(default_factory=dict)
 
     # ------------------------------------------------------------------------------------------- batches
     def loader(self, rows: torch.Tensor, batch_size: int | None = None, train: bool = True,

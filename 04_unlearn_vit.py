@@ -38,7 +38,7 @@ from common.metrics import classwise_metrics, finite, load_logits, logits_path, 
 from common.models import build_model, load_model
 from common.seed import set_seed
 from common.train import predict, split_logits
-from common.unlearn import Budget, Ctx, chosen_methods, run_methods
+from common.unlearn import Budget, Ctx, check_config, run_methods
 
 STAGE, REFS = "04_unlearn_vit", "03_train_vit_refs"
 MAKE_REFS = "python 03_train_vit_refs.py"
@@ -85,7 +85,7 @@ def tsne_figure(embeddings: dict, groups: list[str], metrics: dict, forget_name:
 def main() -> None:
     cfg = parse_config(ViTUnlearnConfig)
     print_config(STAGE, cfg)
-    names = chosen_methods(cfg.methods, METHODS)
+    names = check_config(cfg, METHODS)  # unknown methods, a bad --grid or negative settings: one line, nothing written
     device = resolve_device(cfg.device)
     started = time.time()
     data, splits = load_prepared(cfg.results)

@@ -39,7 +39,7 @@ from common.metrics import (finite, load_logits, logits_path, samplewise_metrics
 from common.models import RESNET, build_model, load_model
 from common.seed import set_seed
 from common.train import split_logits
-from common.unlearn import Budget, Ctx, chosen_methods, run_methods
+from common.unlearn import Budget, Ctx, check_config, run_methods
 
 STAGE = "05_unlearn_gan"
 TRAIN_STAGE = "02_train_resnet"
@@ -64,7 +64,7 @@ def load_references(cfg: ResNetUnlearnConfig, data: dict, splits: dict, device: 
 def main() -> None:
     cfg = parse_config(ResNetUnlearnConfig)
     print_config(STAGE, cfg)
-    names = chosen_methods(cfg.methods, METHODS)
+    names = check_config(cfg, METHODS)  # unknown methods, a bad --grid or negative settings: one line, nothing written
     device = resolve_device(cfg.device)
     started = time.time()
     data, splits = load_prepared(cfg.results)

@@ -111,6 +111,18 @@ def run_epochs(model: nn.Module, ctx: Ctx, rows: torch.Tensor, loss_fn: Callable
     return history
 
 
+def check_config(cfg, registry: dict) -> list[str]:
+    """Validate an UnlearnConfig before anything is read or written; returns the chosen method names."""
+    parse_grid(cfg.grid)
+    for name in ("budget", "epochs", "stage1_steps", "gan_steps", "critic_warmup", "lambda_retain", "lambda_gp"):
+        if getattr(cfg, name) < 0:
+            raise PipelineError(f"--{name.replace('_', '-')} must be >= 0, not {getattr(cfg, name)}")
+    for name in ("batch_size", "eval_batch_size", "gan_batch_size", "n_critic"):
+        if getattr(cfg, name) < 1:
+            raise PipelineError(f"--{name.replace('_', '-')} must be >= 1, not {getattr(cfg, name)}")
+    return chosen_methods(cfg.methods, registry)
+
+
 def chosen_methods(spec: str, registry: dict) -> list[str]:
     """`all` or a comma-separated list of registry names (one-line error for an unknown name)."""
     names = list(registry) if spec.strip() == "all" else [m.strip() for m in spec.split(",") if m.strip()]

@@ -152,6 +152,15 @@ def test_grid_picks_the_smallest_validation_gap():
     assert [g["lr"] for g in runs["finetune"]["grid"]] == [1e-3, 1e-2, 1e-1]
 
 
+@pytest.mark.parametrize("stage", ["04_unlearn_vit.py", "05_unlearn_gan.py"])
+@pytest.mark.parametrize("bad", [["--methods", "finetune,nope"], ["--grid", "lr=abc"], ["--budget", "-1"],
+                                 ["--batch-size", "0"]])
+def test_bad_unlearning_options_are_one_line_errors_before_any_write(run_stage, tmp_path, stage, bad):
+    code, err = run_stage(stage, ["--profile", "smoke", "--results", str(tmp_path / "r"), *bad])
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1
+    assert not (tmp_path / "r").exists()
+
+
 def test_chosen_methods_and_grid_parsing():
     assert chosen_methods("all", methods.METHODS) == list(methods.METHODS)
     assert chosen_methods("gan, finetune", methods.METHODS) == ["gan", "finetune"]

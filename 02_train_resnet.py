@@ -12,14 +12,16 @@ Recipe (both models, the same initial weights, the same batch order and augmenta
   - `paper` profile = reference B's code: Adam lr 1e-3 (default betas), batch 64, 10 epochs, no weight decay, no
     label smoothing, constant lr, B's normalisation constants (std 0.2023, 0.1994, 0.2010), random crop 32 with
     4 px padding + horizontal flip;
-  - `cpu` profile = the project's recipe, because 2 CPU cores cannot afford B's 10 Adam epochs (B's own code took
-    1,015 s per model for 66.0 % on the real subset): SGD with Nesterov momentum 0.9, weight decay 5e-4, label
-    smoothing 0.1, one-cycle lr (torch OneCycleLR, cosine both ways, per batch) peaking at 0.05, 5 epochs, the
-    true CIFAR std (numbers in common/config.py);
+  - `cpu` profile = the project's memorising recipe, because 2 CPU cores cannot afford B's 10 Adam epochs (B's own
+    code took 1,015 s per model for 66.0 % on the real subset): 200 rows per class, SGD with Nesterov momentum 0.9,
+    weight decay 5e-4, no label smoothing, no augmentation, one-cycle lr (torch OneCycleLR, cosine both ways, per
+    batch) peaking at 0.05, 8 epochs, the true CIFAR std (the measured sweep is in common/config.py);
   - augmentation on the device, batched; bf16 autocast and channels_last for training (weights and optimiser
     state fp32); evaluation in fp32.
 Accuracy on the test_val rows is measured after every epoch (eval mode; the reported test_eval rows are scored
-once, from the final cached logits). `seconds` counts the training passes only (not the per-epoch evaluation), as every RTE figure does.
+once, from the final cached logits). `seconds` counts the training passes only (not the per-epoch evaluation), as
+every RTE figure does; `units` = images trained x 3 (forward + backward, common.unlearn): gold's is the unit of
+every unlearning budget.
 
 Reads   results/01_prepare_data/{data.pt, splits.pt, metrics.json}
 Writes  results/02_train_resnet/
@@ -28,7 +30,7 @@ Writes  results/02_train_resnet/
                            rows outside the --sample-per-class pool: never used) (common.metrics cache)
   first_batch.pt           reference B's hand-off: the forget batch {"images": uint8 [n,3,32,32], "labels",
                            "indices" (rows of data.pt's train tensors)}; load with torch.load(weights_only=True)
-  manifest.json, log.jsonl, metrics.json (last): per model acc_forget / acc_retain / acc_test (%), seconds
+  manifest.json, log.jsonl, metrics.json (last): per model acc_forget / acc_retain / acc_test (%), units, seconds
   (training passes only) and history [{epoch, train_loss, train_acc, val_acc, lr (at the epoch's end), seconds
   (that epoch's training pass)}]
 Run
@@ -89,7 +91,7 @@ def eval_logits(model, data: dict, split: str, cfg: ResNetConfig, device: str, r
 def train_model(name: str, rows: torch.Tensor, seed: int, data: dict, splits: dict, cfg: ResNetConfig,
                 device: str, log: RunLog) -> tuple[torch.nn.Module, list, float, torch.Tensor]:
     """Train one model on the train rows `rows` with the training seed `seed` (initial weights, batch order and
-    augmentation stream); returns (model, history, seconds of the training passes)."""
+    augmentation stream); returns (model, history, seconds of the training passes, units = images trained x 3)."""
     torch.manual_seed(seed)
     model = build_model(RESNET, **MODEL_ARGS)  # original and gold: the same seed, so the same initial weights
     model = model.to(device, memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)
@@ -118,7 +120,7 @@ def train_model(name: str, rows: torch.Tensor, seed: int, data: dict, splits: di
                    seconds=round(seconds, 2))
         history.append(row)
         log.log("epoch", model=name, **row)
-    return model, history, round(train_seconds, 2)
+    return model, history, round(train_seconds, 2), 3 * cfg.epochs * steps * cfg.batch_size  # drop_last batches
 
 
 def main() -> None:
@@ -144,13 +146,13 @@ def main() -> None:
     models, outputs, logits = {}, [], {}
     for name, (rows, seed) in plan.items():
         log.log("start", model=name, n_rows=len(rows), epochs=cfg.epochs, seed=seed)
-        model, history, seconds = train_model(name, rows, seed, data, splits, cfg, device, log)
+        model, history, seconds, units = train_model(name, rows, seed, data, splits, cfg, device, log)
         logits[name] = {"train": eval_logits(model, data, "train", cfg, device, rows=rows_all),  # NaN off the pool
                         "test": eval_logits(model, data, "test", cfg, device)}
         save_checkpoint(out / f"{name}.pt", model, RESNET, MODEL_ARGS, config_dict(cfg), trained_on=name)
         save_logits(logits_path(cfg.results, STAGE, name), logits[name]["train"], logits[name]["test"])
         outputs += [out / f"{name}.pt", logits_path(cfg.results, STAGE, name)]
-        models[name] = dict(seconds=seconds, history=history)
+        models[name] = dict(seconds=seconds, units=units, history=history)
     for name in plan:  # every accuracy with its interval, and (with gold) the interval of its gap to gold
         models[name].update(samplewise_metrics(logits[name], data, splits, logits.get("gold")))
         log.log("done", model=name, **{k: v for k, v in models[name].items() if k.startswith("acc_") and "ci" not in k},

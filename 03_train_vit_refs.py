@@ -14,7 +14,8 @@ Writes  results/03_train_vit_refs/
   original.pt, gold.pt              checkpoints (common.io.save_checkpoint; rebuild with common.models.load_model)
   logits/original.pt, logits/gold.pt {"train": [N_train, 10], "test": [N_test, 10]} float32 logits of one forward
                                     pass over every train and test row (data.pt order; stage 04 re-uses them)
-  manifest.json, log.jsonl, metrics.json (last): per model the training wall time in seconds and the per-epoch
+  manifest.json, log.jsonl, metrics.json (last): per model the training cost in units (images trained x 3),
+                                    the training wall time in seconds and the per-epoch
                                     loss / accuracy (%), plus pretrained, img_size, profile, device
 Run
   python 03_train_vit_refs.py                          auto profile (paper on a CUDA GPU, else cpu)
@@ -74,7 +75,8 @@ def train_reference(model, images, labels, rows, cfg: ViTRefsConfig, device: str
                 seconds=round(time.time() - started, 1))
     if not all(torch.isfinite(p).all() for p in model.parameters()):
         raise PipelineError(f"{name} diverged (non-finite weights): lower --lr or turn off --amp")
-    return dict(seconds=round(time.time() - started, 3), history=history)
+    # units: images trained x 3 (forward + backward; common.unlearn), the unit of every unlearning budget
+    return dict(seconds=round(time.time() - started, 3), units=3 * cfg.epochs * len(rows), history=history)
 
 
 def main() -> None:

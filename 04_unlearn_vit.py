@@ -1,11 +1,14 @@
 """Stage 04 - class-wise unlearning of the ViT (reference A's scenario): every registered method, same footing.
 
-Every method of common/methods.py (METHODS: the references' fine-tune, gradient ascent, 2-stage and both GANs,
-and the literature's methods) starts from 03's `original` weights, runs under the same compute budget
-(`budget` x gold's training time from 03) and is evaluated by one forward pass over every train and test row,
-cached as logits. Figures come from cached logits (common.metrics.classwise_metrics; JS to gold's logits, natural
-log as reference A). The forget set is the whole forget class; `ctx.unseen` = stage 01's test_unseen rows.
-t-SNE of pooled pre-logit features of one seeded sample of retain + forget train images, one panel per model.
+Every method of common/methods/ (one file each: the references' fine-tune, gradient ascent, 2-stage and GAN, and the
+literature's methods) starts from 03's `original` weights at its official settings, trains on the inputs the
+original was trained with, runs under the same counted compute budget (`budget` x gold's training cost from 03, in
+units of images forward + 2 x images backward, common.unlearn) and is evaluated by one forward pass over every
+train and test row, cached as logits. Figures come from cached logits (common.metrics.classwise_metrics; JS to
+gold's logits, natural log as reference A). The forget set is the whole forget class; `ctx.unseen` = stage 01's
+test_unseen rows. t-SNE of pooled pre-logit features of one seeded sample of retain + forget train images.
+With --budgets, every method is also evaluated at each budget fraction (the trade-off curve, metrics "curve").
+In the paper profile the references' methods also run with no budget, as reference A ran them ("reproduction").
 
 Reads   results/01_prepare_data/{data.pt, splits.pt, metrics.json}, results/03_train_vit_refs/{original.pt,
         gold.pt, logits/original.pt, logits/gold.pt, metrics.json}
@@ -13,14 +16,15 @@ Writes  results/04_unlearn_vit/
   <method>.pt          the unlearned weights (common.io.save_checkpoint; load with common.models.load_model)
   logits/<method>.pt   {"train", "test"} float32 logits (data.pt row order)
   tsne.png             one t-SNE panel per model (original, gold, each method), forget vs retain
-  manifest.json, log.jsonl, metrics.json (last): {"models": {name: metrics + seconds, cut, lr, diverged}, ...}
+  manifest.json, log.jsonl, metrics.json (last): {"models": {name: metrics, units, pct_of_gold, steps, epochs, cut,
+  over_budget, seconds, settings, source, bn, diverged}, "curve", "reproduction", gold_units, budget_units, ...}
   Outputs of methods not run this time are removed (no stale rows downstream).
 Run
   python 04_unlearn_vit.py                                   (auto profile; after 03)
   python 04_unlearn_vit.py --profile smoke --results results-smoke
   python 04_unlearn_vit.py --methods finetune,two_stage      (a subset of METHODS; default all)
-  python 04_unlearn_vit.py --budget 0 --methods finetune,gradient_ascent,two_stage   (reference A: no budget)
-  python 04_unlearn_vit.py --grid lr=1e-4,1e-3,1e-2          (lr per method by the validation gap to gold)
+  python 04_unlearn_vit.py --finetune-lr 1e-3 --scrub-msteps 1   (any method setting: --help lists them)
+  python 04_unlearn_vit.py --budgets 0.05,0.1,0.2,0.5,1      (the trade-off curve)
 """
 from __future__ import annotations
 
@@ -34,11 +38,11 @@ from common.data import batches, load_prepared, stage_dir, to_device, vit_transf
 from common.io import load_json, remove_stale, run_main, save_checkpoint, save_figure, save_json, write_manifest
 from common.log import RunLog
 from common.methods import METHODS
-from common.metrics import classwise_metrics, finite, load_logits, logits_path, save_logits, selection_gap
+from common.metrics import classwise_metrics, curve_figures, finite, load_logits, logits_path, save_logits
 from common.models import build_model, load_model
 from common.seed import set_seed
 from common.train import predict, split_logits
-from common.unlearn import Budget, Ctx, check_config, run_methods
+from common.unlearn import Ctx, check_config, parse_budgets, reproduce, run_methods, with_method_settings
 
 STAGE, REFS = "04_unlearn_vit", "03_train_vit_refs"
 MAKE_REFS = "python 03_train_vit_refs.py"
@@ -83,9 +87,9 @@ def tsne_figure(embeddings: dict, groups: list[str], metrics: dict, forget_name:
 
 
 def main() -> None:
-    cfg = parse_config(ViTUnlearnConfig)
+    cfg = parse_config(with_method_settings(ViTUnlearnConfig, "vit", METHODS))
     print_config(STAGE, cfg)
-    names = check_config(cfg, METHODS)  # unknown methods, a bad --grid or negative settings: one line, nothing written
+    names = check_config(cfg, METHODS)  # unknown methods or settings, bad values: one line, nothing written
     device = resolve_device(cfg.device)
     started = time.time()
     data, splits = load_prepared(cfg.results)
@@ -122,7 +126,7 @@ def main() -> None:
               retain=splits["retain"], unseen=(on_device["test"][0][unseen.to(device)], on_device["test"][1][unseen.to(device)]),
               teacher=teacher, fresh_model=fresh_model, num_classes=ckpt["model_args"]["num_classes"],
               train_transform=transform, eval_transform=transform, cfg=cfg, device=device,
-              gen=torch.Generator().manual_seed(cfg.seed), budget=Budget(0))
+              gen=torch.Generator().manual_seed(cfg.seed))  # 03 trains without augmentation: so do the methods
 
     def save(name, model, logits):
         save_checkpoint(out / f"{name}.pt", model, ckpt["model_name"], ckpt["model_args"], config_dict(cfg),
@@ -130,10 +134,16 @@ def main() -> None:
         save_logits(logits_path(cfg.results, STAGE, name), logits["train"], logits["test"])
         feats[name] = features(model)
 
-    runs = run_methods(names, METHODS, model, ctx, refs["models"]["gold"]["seconds"],
-                       evaluate=lambda m: split_logits(m, on_device, cfg.eval_batch_size, transform, device),
-                       selection_gap=lambda lg: selection_gap("vit", lg, ref_logits["gold"], data, splits),
-                       save=save, log=log)
+    gold_units = refs["models"]["gold"]["units"]
+
+    def evaluate(m):
+        return split_logits(m, on_device, cfg.eval_batch_size, transform, device)
+
+    curve_point = lambda lg: curve_figures("vit", lg, data, splits)  # noqa: E731
+    runs, curves = run_methods(names, METHODS, model, ctx, gold_units, evaluate, save, log,
+                               budgets=parse_budgets(cfg.budgets), curve_point=curve_point)
+    reproduction = reproduce(cfg, METHODS, model, ctx, gold_units, evaluate,
+                             lambda lg: classwise_metrics(lg, data, splits, gold=ref_logits["gold"]), log)
     logits = dict(ref_logits, **{n: r.pop("logits") for n, r in runs.items()})
     models = {}
     for name in (*ref_names, *names):
@@ -141,7 +151,7 @@ def main() -> None:
         ok = finite(logits[name])
         if not ok:
             print(f"[{STAGE}] WARNING: {name} produced non-finite logits (diverged): its figures are NaN")
-        extra = runs[name] if name in runs else dict(seconds=refs["models"][name]["seconds"])
+        extra = runs[name] if name in runs else {k: refs["models"][name][k] for k in ("seconds", "units")}
         models[name] = dict(m, diverged=not ok, **extra)
         log.log("metrics", model=name, **{k: round(v, 4) for k, v in m.items() if not isinstance(v, list)})
     embeddings = {name: tsne_embed(f, cfg.seed) for name, f in feats.items() if torch.isfinite(f).all()}
@@ -150,11 +160,12 @@ def main() -> None:
     metrics = dict(models=models, profile=cfg.profile, device=device, pretrained=refs["pretrained"], img_size=img_size,
                    forget_class=prep["forget_class"], forget_class_name=prep["forget_class_name"],
                    data_source=prep["source"], n_train=prep["n_train"], n_test=prep["n_test"], methods=names,
-                   budget=cfg.budget, budget_seconds=cfg.budget * refs["models"]["gold"]["seconds"],
-                   grid=cfg.grid, epochs=cfg.epochs, batch_size=cfg.batch_size, tsne_png="tsne.png",
-                   tsne_per_group=cfg.tsne_per_group,
+                   budget=cfg.budget, gold_units=gold_units, budget_units=cfg.budget * gold_units or None,
+                   budgets=parse_budgets(cfg.budgets), curve=curves, reproduction=reproduction, bn=cfg.bn,
+                   tsne_png="tsne.png", tsne_per_group=cfg.tsne_per_group,
                    units="accuracy %, entropy nats, JS distance natural log (scipy default, reference A) in [0, 0.833], "
-                         "seconds wall time of the unlearning steps (evaluation excluded)")
+                         "compute in units (1 per image forward, 2 more per image backward), seconds wall time of "
+                         "the unlearning steps (evaluation excluded; reported, never deciding)")
     prep_dir = stage_dir(cfg.results, "01_prepare_data")
     outputs = [out / "tsne.png", *(out / f"{n}.pt" for n in names), *(logits_path(cfg.results, STAGE, n) for n in names)]
     write_manifest(out, config_dict(cfg), device, started,

@@ -1,25 +1,27 @@
 """Stage 05 - sample-wise unlearning of the ResNet-18 (reference B's scenario): every registered method.
 
-The file name is the layout's; the stage now runs every method of common/methods.py (METHODS), reference B's
-GAN (`gan_reference`, exactly as B's code ran it) and the project's GAN variant (`gan`) included, on the same
-footing as stage 04: each starts from stage 02's `original` weights, runs under the same compute budget
-(`budget` x gold's training time from 02, unlearning steps only) and is evaluated by one fp32 forward pass over
-every train and test row, cached as logits. The forget set is stage 01's `sample_forget` (= 02's first_batch.pt);
-`ctx.unseen` = stage 01's test_unseen rows (the GANs' "real" pool; never scored, never an attack's non-member).
-Inputs are normalised with the constants 02 trained with (its checkpoint's `norm`).
+The file name is the layout's; the stage runs every method of common/methods/ (one file each), reference B's GAN
+(`gan_reference`, exactly as B's code ran it) and the project's GAN variant (`gan`) included, on the same footing
+as stage 04: each starts from stage 02's `original` weights at its official settings, trains on the inputs the
+original was trained with (augmentation and normalisation from its checkpoint), runs under the same counted
+compute budget (`budget` x gold's training cost from 02, units of images forward + 2 x images backward) and is
+evaluated by one fp32 forward pass over the sample-wise train rows and every test row, cached as logits. The
+forget set is stage 01's `sample_forget` (= 02's first_batch.pt); `ctx.unseen` = stage 01's test_unseen rows (the
+GANs' "real" pool; never scored, never an attack's non-member). --budgets adds the trade-off curve; in the paper
+profile `gan_reference` also runs with no budget, as reference B ran it ("reproduction").
 
 Reads   results/01_prepare_data/{data.pt, splits.pt}, results/02_train_resnet/{original.pt, gold.pt,
         first_batch.pt, logits/original.pt, logits/gold.pt, metrics.json}
 Writes  results/05_unlearn_gan/
   <method>.pt, logits/<method>.pt     weights and {"train", "test"} float32 logits of each unlearned model
-  manifest.json, log.jsonl, metrics.json (last): {"models": {name: acc_forget / acc_retain / acc_test (%),
-  seconds, cut, lr, diverged, history, grid}, budget, budget_seconds, ...}; stale outputs of methods not run
-  this time are removed.
+  manifest.json, log.jsonl, metrics.json (last): {"models": {name: acc_forget / acc_retain / acc_test (%), units,
+  pct_of_gold, steps, epochs, cut, over_budget, seconds, settings, source, bn, diverged, history}, "curve",
+  "reproduction", gold_units, budget_units, ...}; stale outputs of methods not run this time are removed.
 Run
   python 05_unlearn_gan.py                                     (every method)
   python 05_unlearn_gan.py --profile smoke --results results-smoke/results --device cpu
-  python 05_unlearn_gan.py --methods gan_reference,gan --lambda-retain 0.3
-  python 05_unlearn_gan.py --grid lr=1e-3,1e-2,1e-1            (lr per method by the validation gap to gold)
+  python 05_unlearn_gan.py --methods gan_reference,gan --gan-lambda-retain 0.3
+  python 05_unlearn_gan.py --budgets 0.05,0.1,0.2,0.5,1        (the trade-off curve)
 """
 from __future__ import annotations
 
@@ -34,12 +36,12 @@ from common.io import (PipelineError, load_json, load_torch, remove_stale, run_m
                        write_manifest)
 from common.log import RunLog
 from common.methods import METHODS
-from common.metrics import (finite, load_logits, logits_path, samplewise_metrics, save_logits, selection_gap,
+from common.metrics import (curve_figures, finite, load_logits, logits_path, samplewise_metrics, save_logits,
                             track_train_rows)
 from common.models import RESNET, build_model, load_model
 from common.seed import set_seed
 from common.train import split_logits
-from common.unlearn import Budget, Ctx, check_config, run_methods
+from common.unlearn import Ctx, check_config, parse_budgets, reproduce, run_methods, with_method_settings
 
 STAGE = "05_unlearn_gan"
 TRAIN_STAGE = "02_train_resnet"
@@ -62,14 +64,15 @@ def load_references(cfg: ResNetUnlearnConfig, data: dict, splits: dict, device: 
 
 
 def main() -> None:
-    cfg = parse_config(ResNetUnlearnConfig)
+    cfg = parse_config(with_method_settings(ResNetUnlearnConfig, "resnet", METHODS))
     print_config(STAGE, cfg)
-    names = check_config(cfg, METHODS)  # unknown methods, a bad --grid or negative settings: one line, nothing written
+    names = check_config(cfg, METHODS)  # unknown methods or settings, bad values: one line, nothing written
     device = resolve_device(cfg.device)
     started = time.time()
     data, splits = load_prepared(cfg.results)
     model, ckpt, refs, ref_logits = load_references(cfg, data, splits, device)
     norm = ckpt["config"].get("norm", "cifar")
+    augment = ckpt["config"].get("augment", True)  # the original's inputs: methods train on the same
     out = stage_dir(cfg.results, STAGE)
     (out / "metrics.json").unlink(missing_ok=True)  # a run that fails part-way leaves no "done" marker
     log = RunLog(out, STAGE, config_dict(cfg), cfg.wandb)
@@ -84,22 +87,26 @@ def main() -> None:
               unseen=(on_device["test"][0][unseen], on_device["test"][1][unseen]),
               teacher=copy.deepcopy(model).eval().requires_grad_(False),
               fresh_model=lambda: build_model(RESNET, **ckpt["model_args"]).to(device, memory_format=fmt),
-              num_classes=ckpt["model_args"]["num_classes"], train_transform=resnet_transform(True, cfg.channels_last, norm),
-              eval_transform=eval_tf, cfg=cfg, device=device, gen=torch.Generator().manual_seed(cfg.seed),
-              budget=Budget(0))
+              num_classes=ckpt["model_args"]["num_classes"],
+              train_transform=resnet_transform(augment, cfg.channels_last, norm), eval_transform=eval_tf, cfg=cfg,
+              device=device, gen=torch.Generator().manual_seed(cfg.seed))
 
     def save(name, model, logits):
         save_checkpoint(out / f"{name}.pt", model, RESNET, ckpt["model_args"], dict(config_dict(cfg), norm=norm),
                         method=name, unlearned_from=str(stage_dir(cfg.results, TRAIN_STAGE) / "original.pt"))
         save_logits(logits_path(cfg.results, STAGE, name), logits["train"], logits["test"])
 
-    gold_seconds = refs["models"]["gold"]["seconds"]
+    gold_units = refs["models"]["gold"]["units"]
     scored = track_train_rows("resnet", splits)  # train rows outside the sample-wise pool: NaN, never used
-    runs = run_methods(names, METHODS, model, ctx, gold_seconds,
-                       evaluate=lambda m: split_logits(m, on_device, cfg.eval_batch_size, eval_tf, device,
-                                                       rows={"train": scored}),
-                       selection_gap=lambda lg: selection_gap("resnet", lg, ref_logits["gold"], data, splits),
-                       save=save, log=log)
+
+    def evaluate(m):
+        return split_logits(m, on_device, cfg.eval_batch_size, eval_tf, device, rows={"train": scored})
+
+    runs, curves = run_methods(names, METHODS, model, ctx, gold_units, evaluate, save, log,
+                               budgets=parse_budgets(cfg.budgets),
+                               curve_point=lambda lg: curve_figures("resnet", lg, data, splits))
+    reproduction = reproduce(cfg, METHODS, model, ctx, gold_units, evaluate,
+                             lambda lg: samplewise_metrics(lg, data, splits, ref_logits["gold"]), log)
     logits = dict(ref_logits, **{n: r.pop("logits") for n, r in runs.items()})
     models = {}
     for name in names:
@@ -110,9 +117,11 @@ def main() -> None:
         log.log("metrics", model=name, **{k: models[name][k] for k in ("acc_forget", "acc_retain", "acc_test")})
 
     metrics = dict(models=models, profile=cfg.profile, device=device, methods=names, budget=cfg.budget,
-                   budget_seconds=cfg.budget * gold_seconds, gold_seconds=gold_seconds, grid=cfg.grid, norm=norm,
-                   forget_size=len(splits["sample_forget"]),
-                   units="accuracy %, seconds wall time of the unlearning steps (evaluation excluded)")
+                   gold_units=gold_units, budget_units=cfg.budget * gold_units or None,
+                   budgets=parse_budgets(cfg.budgets), curve=curves, reproduction=reproduction, bn=cfg.bn, norm=norm,
+                   augment=augment, forget_size=len(splits["sample_forget"]),
+                   units="accuracy %, compute in units (1 per image forward, 2 more per image backward), seconds "
+                         "wall time of the unlearning steps (evaluation excluded; reported, never deciding)")
     d01, d02 = stage_dir(cfg.results, "01_prepare_data"), stage_dir(cfg.results, TRAIN_STAGE)
     outputs = [*(out / f"{n}.pt" for n in names), *(logits_path(cfg.results, STAGE, n) for n in names)]
     write_manifest(out, config_dict(cfg), device, started,

@@ -1,24 +1,35 @@
 """Stage 07 - one report of both tracks: every model beside gold (the model retrained without the forget data).
 
 Reads   results/01_prepare_data/{metrics,manifest}.json, results/02_train_resnet/metrics.json,
-        results/03_train_vit_refs/metrics.json, results/04_unlearn_vit/{metrics.json, tsne.png},
-        results/05_unlearn_gan/metrics.json, results/06_membership_attack/{metrics.json, roc.json}
+        results/03_train_vit_refs/metrics.json (models with their counted `units`),
+        results/04_unlearn_vit/{metrics.json, tsne.png}, results/05_unlearn_gan/metrics.json (models; budget,
+        budget_units, budgets, bn; the budget `curve` and the no-budget `reproduction` when run),
+        results/06_membership_attack/{metrics.json, roc.json}
         (only metrics/manifest/figure files: nothing is retrained or re-evaluated here)
-Writes  results/report.md       header (data, profile, device, seed, git sha, ViT init) + per-track tables: every
-                                value with its 95 % interval and its gap to gold (marked n.s. when the gap's
-                                interval contains 0), Avg Gap, RTE, the lr and whether the budget cut the method;
-                                methods sorted by Avg Gap; attack tables; figure links
+Writes  results/report.md       header (data, profile, device, seed, git sha, compute budget, ViT init) + per-track
+                                tables: every value with its 95 % interval and its gap to gold (marked n.s. when the
+                                gap's interval contains 0), Avg Gap, compute (% of gold's cost), status (cut / over
+                                budget), RTE (wall time, reported only); methods sorted by Avg Gap; the reproduction
+                                table (no budget) when present; attack tables; figure links
         results/summary.csv     one row per (track, model) with every metric (intervals as *_ci_lo / *_ci_hi)
-        results/07_report/      accuracy.png, vit_js_entropy.png, roc.png (log-log), training_curves.png,
-                                gap_vs_rte.png, manifest.json, metrics.json
+        results/07_report/      budget_curve.png, accuracy.png, vit_js_entropy.png, roc.png (log-log),
+                                training_curves.png, manifest.json, metrics.json (+ budget_curve, reproduction)
 Run     python 07_report.py [--results results]; smoke: python 07_report.py --profile smoke --results results-smoke/results
 A stage whose outputs are missing gets one line naming the command that makes it; the rest still renders.
 
 Avg Gap (the literature's summary, e.g. SalUn): mean |model - gold| over forget accuracy, retain accuracy, test
 accuracy and MIA-efficacy (all in %). For the class-wise ViT track "test" is the test accuracy on the retained
 classes (gold cannot score on the forgotten one). Lower is better; gold scores 0 by definition.
+Compute: the budget is counted work, not time: 1 unit per image forward through any network (the model, teachers,
+the original), 2 more per image backward, so gold's training cost = epochs x rows x 3. "compute % of gold" =
+100 x units / gold's units, for every row that has units (original and gold_2 included). Status: "cut" = the
+budget stopped the method before its schedule ended; "over budget" = an indivisible pass (e.g. SSD's importances)
+exceeded the budget and still ran in full.
 RTE (run-time efficiency): the method's wall time (its unlearning steps, no evaluation), and as % of gold's
-training time measured the same way (training passes only).
+training time measured the same way (training passes only). Reported only: wall time never decides anything.
+Budget curve (budget_curve.png): every method re-run at each --budgets fraction (stage 04/05 `curve`), each point's
+Avg Gap against the same tree's gold, mean ± std over seeds per (method, budget), against the compute it used
+(log x); a track with no curve shows each method's single budgeted run instead.
 "Cannot show unlearning": a track whose original and gold forget accuracies are indistinguishable (the interval
 of their paired gap contains 0) gets a caution: there was nothing measurable to unlearn.
 """
@@ -31,9 +42,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from common.aggregate import aggregate, noise_floor
+from common.aggregate import aggregate, aggregate_curve, noise_floor
 from common.config import ReportConfig, config_dict, parse_config, print_config, resolve_device
-from common.figures import plot_accuracy, plot_gap_vs_rte, plot_js_entropy, plot_roc, plot_training
+from common.figures import plot_accuracy, plot_budget_curve, plot_js_entropy, plot_roc, plot_training
 from common.io import atomic_path, run_main, save_json, write_manifest
 from common.log import RunLog
 
@@ -52,6 +63,9 @@ GAP_KEYS = {"vit": ("acc_forget_train", "acc_retain_train", "acc_test_retain"),
             "resnet": ("acc_forget", "acc_retain", "acc_test")}
 FORGET_KEY = {"vit": "acc_forget_train", "resnet": "acc_forget"}
 REFS = ("original", "gold")
+UNLEARN_STAGE = {"vit": "04_unlearn_vit", "resnet": "05_unlearn_gan"}  # where each track's methods, curve live
+DROP = ("history", "grid", "vs_gold", "logits", "settings")  # per-model fields no table shows
+NO_GAP = ("seconds", "rte_pct_of_gold", "avg_gap", "pct_of_gold", "units")  # costs and Avg Gap: no gap to gold
 
 
 def read_json(path: Path):
@@ -89,7 +103,7 @@ def load_all(results: Path) -> tuple[dict, list[str]]:
 def track_tables(m: dict) -> dict[str, pd.DataFrame]:
     """One DataFrame per track, a row per model, every numeric metric as a column (attack columns prefixed)."""
     rows: dict[str, dict[str, dict]] = {"vit": {}, "resnet": {}}
-    drop = ("history", "grid", "vs_gold", "logits")
+    drop = DROP
     for stage, track in (("03_train_vit_refs", "vit"), ("04_unlearn_vit", "vit"), ("02_train_resnet", "resnet"),
                          ("05_unlearn_gan", "resnet")):
         for model, v in m.get(stage, {}).get("models", {}).items():
@@ -104,8 +118,17 @@ def track_tables(m: dict) -> dict[str, pd.DataFrame]:
     return {t: pd.DataFrame.from_dict(r, orient="index") for t, r in rows.items() if r}
 
 
+def status(row: pd.Series) -> str:
+    """'over budget' (an indivisible pass exceeded the budget and ran in full), 'cut' (the budget stopped the method
+    before its schedule ended), both, or ''."""
+    return ", ".join(name for key, name in (("over_budget", "over budget"), ("cut", "cut")) if row.get(key) in (True, 1))
+
+
 def add_summaries(track: str, df: pd.DataFrame) -> pd.DataFrame:
-    """Avg Gap to gold (%) and RTE (% of gold's training time) for every model; methods sorted by Avg Gap."""
+    """Avg Gap to gold (%), compute (% of gold's counted units), status and RTE (% of gold's training wall time) for
+    every model; methods sorted by Avg Gap."""
+    if {"cut", "over_budget"} & set(df.columns):
+        df["status"] = [status(df.loc[i]) for i in df.index]
     if "gold" not in df.index:
         return df
     keys = [k for k in GAP_KEYS[track] if k in df.columns]
@@ -114,6 +137,10 @@ def add_summaries(track: str, df: pd.DataFrame) -> pd.DataFrame:
         gaps.append(100 * (df["attack_mia_efficacy"] - df.loc["gold", "attack_mia_efficacy"]).abs())
     if gaps:
         df["avg_gap"] = sum(gaps) / len(gaps)
+    if "units" in df.columns and pd.notna(df.loc["gold", "units"]) and df.loc["gold", "units"] > 0:
+        # every row from its units (original, gold_2 too); a stage's own pct_of_gold is the same ratio
+        pct = 100 * pd.to_numeric(df["units"], errors="coerce") / float(df.loc["gold", "units"])
+        df["pct_of_gold"] = pct.combine_first(df["pct_of_gold"]) if "pct_of_gold" in df.columns else pct
     if "seconds" in df.columns and df.loc["gold", "seconds"] > 0:
         df["rte_pct_of_gold"] = 100 * df["seconds"] / df.loc["gold", "seconds"]
     refs = [r for r in (*REFS, "gold_2") if r in df.index]
@@ -125,7 +152,7 @@ def add_summaries(track: str, df: pd.DataFrame) -> pd.DataFrame:
 
 def digits_for(col: str) -> int:
     """Percentages and seconds with 1 decimal; entropies, distances and attack fractions with 3."""
-    return 1 if col.startswith("acc_") or col in ("avg_gap", "seconds", "rte_pct_of_gold") else 3
+    return 1 if col.startswith("acc_") or col in ("avg_gap", "seconds", "rte_pct_of_gold", "pct_of_gold") else 3
 
 
 def gap_not_significant(df: pd.DataFrame, model: str, col: str) -> bool | None:
@@ -151,8 +178,7 @@ def cell(df: pd.DataFrame, model: str, col: str, floor: pd.Series | None = None)
     s = f"{v:.{d}f}"
     if f"{col}_ci_lo" in df.columns and pd.notna(df.loc[model, f"{col}_ci_lo"]):
         s += f" [{df.loc[model, f'{col}_ci_lo']:.{d}f}, {df.loc[model, f'{col}_ci_hi']:.{d}f}]"
-    if model != "gold" and "gold" in df.index and col not in ("seconds", "rte_pct_of_gold", "avg_gap", "lr") \
-            and pd.notna(df.loc["gold", col]):
+    if model != "gold" and "gold" in df.index and col not in NO_GAP and pd.notna(df.loc["gold", col]):
         gap, ns = v - df.loc["gold", col], gap_not_significant(df, model, col)
         fl = floor.get(col, math.nan) if floor is not None else math.nan
         marks = (", n.s." if ns else "") + (", within noise" if pd.notna(fl) and abs(gap) < fl else "")
@@ -168,10 +194,8 @@ def markdown_table(df: pd.DataFrame, cols: list[str], names: dict | None = None,
     for model in df.index:
         cells = []
         for c in cols:
-            if c == "cut":
-                cells.append("cut" if df.loc[model].get("cut") in (True, 1) else "")
-            elif c == "lr":
-                cells.append(f"{df.loc[model, c]:g}" if pd.notna(df.loc[model, c]) else "")
+            if c == "status":
+                cells.append(df.loc[model, c] if isinstance(df.loc[model, c], str) else "")
             else:
                 cells.append(cell(df, model, c, floor))
         lines.append(f"| {model} | " + " | ".join(cells) + " |")
@@ -181,14 +205,15 @@ def markdown_table(df: pd.DataFrame, cols: list[str], names: dict | None = None,
 # ------------------------------------------------------------------------------------------------- report
 MAIN_COLS = {"vit": ["acc_forget_train", "acc_retain_train", "acc_test_retain", "attack_mia_efficacy"],
              "resnet": ["acc_forget", "acc_retain", "acc_test", "attack_mia_efficacy"]}
-SUMMARY_COLS = ["avg_gap", "seconds", "rte_pct_of_gold", "lr", "cut"]
+SUMMARY_COLS = ["avg_gap", "pct_of_gold", "status", "seconds", "rte_pct_of_gold"]
 VIT_EXTRA = ["acc_test_forget", "acc_test", "entropy_test_forget", "jsd_gold_test_forget", "jsd_gold_test_retain"]
 ATTACK_COLS = ["attack_loss_forget_auc", "attack_calibrated_forget_auc", "attack_loss_auc",
                "attack_loss_tpr_at_0.1pct_fpr", "attack_loss_tpr_at_1pct_fpr", "attack_reference_b_auc",
                "attack_reference_b_forget_fnr", "attack_own_auc", "attack_own_forget_fnr"]
 NAMES = {"acc_forget_train": "forget (train)", "acc_retain_train": "retain (train)", "acc_test_retain":
          "test (retained classes)", "acc_forget": "forget", "acc_retain": "retain", "acc_test": "test",
-         "attack_mia_efficacy": "MIA-efficacy", "avg_gap": "Avg Gap", "rte_pct_of_gold": "RTE % of gold",
+         "attack_mia_efficacy": "MIA-efficacy", "avg_gap": "Avg Gap", "pct_of_gold": "compute % of gold",
+         "seconds": "RTE: wall s", "rte_pct_of_gold": "RTE % of gold (wall)",
          "jsd_gold_test_forget": "JS to gold, test forget (ln)", "jsd_gold_test_retain": "JS to gold, test retain (ln)",
          "entropy_test_forget": "entropy test forget (nats)"}
 
@@ -211,14 +236,29 @@ def header(m: dict, tree: Path, seeds: list[str]) -> list[str]:
     for stage, track in (("04_unlearn_vit", "ViT"), ("05_unlearn_gan", "ResNet")):
         u = m.get(stage, {})
         if "budget" in u:
-            grid = f"; lr chosen per method by --grid {u['grid']} on validation rows" if u.get("grid") else ""
-            lines.append(f"- {track} compute budget per method: {u['budget']:g} x gold's training time "
-                         f"({u.get('budget_seconds', float('nan')):.1f} s){grid}")
+            lines.append(f"- {track} compute budget per method: {budget_text(u)}")
     if "pretrained" in vit:
         lines.append("- ViT: " + ("ImageNet-pretrained (timm)" if vit["pretrained"] else
                                   "**randomly initialised** (no ImageNet weights were used), so its accuracies are far "
                                   "below reference A's pretrained setting") + f", {vit.get('img_size', '?')} px inputs")
     return lines
+
+
+def budget_text(u: dict) -> str:
+    """Stage 04/05's budget in words: the fraction of gold's training cost, its counted units (null in the JSON when
+    there is no budget), the BatchNorm policy of the literature methods and the budget-curve fractions."""
+    units = u.get("budget_units")
+    if not u["budget"]:
+        text = "none (--budget 0: every method runs its full schedule)"
+    else:
+        text = f"{u['budget']:g} x gold's training cost"
+        if isinstance(units, (int, float)) and math.isfinite(units):
+            text += f" ({units:,.0f} units = images forward + 2 x images backward)"
+    if u.get("bn"):
+        text += f"; BatchNorm policy: {u['bn']}"
+    if u.get("budgets"):
+        text += "; budget curve at " + ", ".join(f"{b:g}" for b in u["budgets"]) + " x gold's cost"
+    return text
 
 
 def caution(track: str, df: pd.DataFrame) -> list[str]:
@@ -251,7 +291,7 @@ def agg_cell(agg: pd.DataFrame, model: str, col: str) -> str:
         return "–"
     d = digits_for(col)
     s = f"{v:.{d}f}" + (f" ± {agg.loc[model, f'{col}_std']:.{d}f}" if pd.notna(agg.loc[model, f"{col}_std"]) else "")
-    if model != "gold" and col not in ("seconds", "rte_pct_of_gold", "avg_gap") and pd.notna(agg.loc[model, f"{col}_gap"]):
+    if model != "gold" and col not in NO_GAP and pd.notna(agg.loc[model, f"{col}_gap"]):
         s += f" ({agg.loc[model, f'{col}_gap']:+.{d}f}{', within noise' if agg.loc[model, f'{col}_within_noise'] else ''})"
     elif col == "avg_gap" and model != "gold" and agg.loc[model, "avg_gap_within_noise"]:
         s += " (within noise)"
@@ -261,16 +301,32 @@ def agg_cell(agg: pd.DataFrame, model: str, col: str) -> str:
 def agg_table(agg: pd.DataFrame, cols: list[str], names: dict) -> str:
     cols = [c for c in cols if c in agg.columns]
     lines = ["| model | " + " | ".join(names.get(c, c) for c in cols) + " |", "|---" * (len(cols) + 1) + "|"]
-    lines += [f"| {m} | " + " | ".join(agg_cell(agg, m, c) for c in cols) + " |" for m in agg.index]
+    lines += [f"| {m} | " + " | ".join(agg.loc[m, c] if c == "status" else agg_cell(agg, m, c) for c in cols) + " |"
+              for m in agg.index]
     return "\n".join(lines)
 
 
-def aggregate_track(per_seed: dict, track: str) -> tuple[pd.DataFrame, pd.Series]:
-    """Mean ± std over seeds of every shown figure, the noise floor, models sorted by mean Avg Gap."""
-    cols = list(dict.fromkeys(c for c in MAIN_COLS[track] + ["avg_gap", "seconds", "rte_pct_of_gold"]
+def agg_status(per_seed: dict, model: str) -> str:
+    """The status over seeds: 'cut' when every seed's run was cut, 'cut (1/3 seeds)' when some were; same for
+    'over budget'."""
+    rows = [df.loc[model] for df in per_seed.values() if model in df.index]
+    marks = []
+    for key, name in (("over_budget", "over budget"), ("cut", "cut")):
+        k = sum(r.get(key) in (True, 1) for r in rows)
+        if k:
+            marks.append(name if k == len(rows) else f"{name} ({k}/{len(rows)} seeds)")
+    return ", ".join(marks)
+
+
+def aggregate_track(per_seed: dict, track: str, floor: pd.Series | None = None) -> tuple[pd.DataFrame, pd.Series]:
+    """Mean ± std over seeds of every shown figure, the noise floor (computed here unless given), the status over
+    seeds, models sorted by mean Avg Gap."""
+    cols = list(dict.fromkeys(c for c in MAIN_COLS[track] + ["avg_gap", "pct_of_gold", "seconds", "rte_pct_of_gold"]
                               + VIT_EXTRA + ATTACK_COLS if any(c in df.columns for df in per_seed.values())))
-    floor = track_floor(per_seed, track, cols)
+    floor = track_floor(per_seed, track, cols) if floor is None else floor
     agg = aggregate(per_seed, cols, floor)
+    if any({"cut", "over_budget"} & set(df.columns) for df in per_seed.values()):
+        agg["status"] = [agg_status(per_seed, m) for m in agg.index]
     # Avg Gap is already a distance to gold: within noise when below the floor (or its t-interval reaches it)
     if "avg_gap" in agg.columns:
         agg["avg_gap_within_noise"] = agg["avg_gap"] < floor.get("avg_gap", math.nan)
@@ -281,11 +337,102 @@ def aggregate_track(per_seed: dict, track: str) -> tuple[pd.DataFrame, pd.Series
     return pd.concat([agg.loc[refs], rest]), floor
 
 
+def number(x) -> float:
+    """A JSON figure as a float: NaN for null, a missing key or a non-number."""
+    return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else math.nan
+
+
+def point_gap(track: str, point: dict, gold: pd.Series) -> float:
+    """Avg Gap of one set of figures against a tree's gold row: mean |x - gold| over the track's accuracy keys (%)
+    and 100 x |attack_mia_efficacy - gold's| (fractions -> %), over the terms gold has (as in add_summaries); NaN
+    when the point lacks one of them."""
+    terms = [abs(number(point.get(k)) - float(gold[k])) for k in GAP_KEYS[track] if pd.notna(gold.get(k))]
+    if pd.notna(gold.get("attack_mia_efficacy")):
+        terms.append(100 * abs(number(point.get("attack_mia_efficacy")) - float(gold["attack_mia_efficacy"])))
+    return sum(terms) / len(terms) if terms else math.nan
+
+
+def curve_points(m: dict, tables: dict) -> dict[str, list[dict]]:
+    """Per track, one tree's budget-curve points (stage 04/05 `curve`: {method: [{budget, units, pct_of_gold, cut,
+    over_budget, accuracies, attack_mia_efficacy}]}) with their Avg Gap against the same tree's gold (accuracies
+    from its tables, gold's MIA-efficacy from stage 06); x = the compute actually used (pct_of_gold, else units /
+    gold's units). Diverged points are left out. {} for a track with no curve or no gold."""
+    out = {}
+    for track, stage in UNLEARN_STAGE.items():
+        curve, df = m.get(stage, {}).get("curve") or {}, tables.get(track)
+        if not curve or df is None or "gold" not in df.index:
+            continue
+        gold, pts = df.loc["gold"], []
+        for method, points in curve.items():
+            for p in points if isinstance(points, list) else []:
+                if not isinstance(p, dict) or p.get("diverged") in (True, 1):
+                    continue
+                pct = number(p.get("pct_of_gold"))
+                if math.isnan(pct) and pd.notna(gold.get("units")) and gold.get("units", 0) > 0:
+                    pct = 100 * number(p.get("units")) / float(gold["units"])
+                pts.append(dict(method=method, budget=number(p.get("budget")), pct_of_gold=pct,
+                                avg_gap=point_gap(track, p, gold), over_budget=p.get("over_budget") in (True, 1),
+                                cut=p.get("cut") in (True, 1)))
+        if pts:
+            out[track] = pts
+    return out
+
+
+def table_points(track: str, df: pd.DataFrame, m: dict) -> list[dict]:
+    """The budget figure's fallback, one tree: each method's single budgeted run (compute used, Avg Gap)."""
+    if df is None or not {"pct_of_gold", "avg_gap"} <= set(df.columns):
+        return []
+    budget = number(m.get(UNLEARN_STAGE[track], {}).get("budget"))
+    return [dict(method=model, budget=budget, pct_of_gold=df.loc[model, "pct_of_gold"], avg_gap=df.loc[model, "avg_gap"],
+                 over_budget=df.loc[model].get("over_budget") in (True, 1), cut=df.loc[model].get("cut") in (True, 1))
+            for model in df.index if model not in (*REFS, "gold_2") and df.loc[model].get("diverged") not in (True, 1)]
+
+
+def budget_curves(trees: dict, tracks: list[str]) -> dict[str, pd.DataFrame]:
+    """{track: aggregate_curve over every seed tree's curve points}; a track no tree has a curve for falls back to
+    each method's single budgeted run, so the figure exists whenever the tables have units."""
+    curves = {}
+    for track in tracks:
+        pts = [p for t in trees.values() for p in t["curve"].get(track, [])]
+        if not pts:
+            pts = [p for t in trees.values() for p in table_points(track, t["tables"].get(track), t["m"])]
+        if pts:
+            curves[track] = aggregate_curve(pd.DataFrame(pts))
+    return curves
+
+
+def reproduction_tables(m: dict, tables: dict) -> dict[str, pd.DataFrame]:
+    """Per track, the references' methods run with no budget (stage 04/05 `reproduction`, paper profile), beside the
+    tree's gold row, with the summaries of add_summaries. Stage 06 attacks only the budgeted models, so unless the
+    entries carry attack_mia_efficacy the attack columns are dropped and Avg Gap is over the three accuracies."""
+    out = {}
+    for track, stage in UNLEARN_STAGE.items():
+        rep, df = m.get(stage, {}).get("reproduction") or {}, tables.get(track)
+        if not rep or df is None or "gold" not in df.index:
+            continue
+        rows = {method: flatten({k: x for k, x in v.items() if k not in DROP}) for method, v in rep.items()
+                if isinstance(v, dict)}
+        gold = df.loc["gold"].to_dict()
+        if not any("attack_mia_efficacy" in r for r in rows.values()):
+            gold = {k: v for k, v in gold.items() if not k.startswith("attack_")}
+        table = pd.DataFrame.from_dict({"gold": gold, **rows}, orient="index")
+        out[track] = add_summaries(track, table.drop(columns=["avg_gap", "status"], errors="ignore"))
+    return out
+
+
+REPRO_COLS = ["avg_gap", "pct_of_gold", "seconds", "rte_pct_of_gold"]
+REPRO_TITLE = ("**Reproduction (no budget, as the references ran)**: the references' methods with their own "
+               "settings and full schedules, no compute budget; Avg Gap over the terms shown (stage 06 attacks only "
+               "the budgeted models).")
+
+
 TITLES = {"vit": "ViT track: class-wise forgetting (reference A's scenario)",
           "resnet": "ResNet track: sample-wise forgetting (reference B's scenario)"}
 
 
-def build_report(trees: dict, aggs: dict, floors: dict, figs: dict, results: Path) -> str:
+def build_report(trees: dict, aggs: dict, floors: dict, repro: dict, figs: dict, results: Path) -> str:
+    """report.md: header, missing stages, how to read, the summary over seeds (per track: the main table, ViT's
+    extra figures, attacks, the reproduction), each seed's own tables, the figures."""
     first = next(iter(trees.values()))
     seeds = list(trees)
     lines = header(first["m"], first["path"], seeds) + [""]
@@ -298,10 +445,15 @@ def build_report(trees: dict, aggs: dict, floors: dict, figs: dict, results: Pat
               "seeds lie apart) or whose 95 % t-interval across seeds contains 0. Per-seed cells: value [95 % "
               "bootstrap interval over rows] (gap; **n.s.** when its interval contains 0: paired bootstrap for "
               "accuracies, gold's value inside the model's interval for attack figures). **Avg Gap** = mean |gap| "
-              "over forget, retain and test accuracy and MIA-efficacy, in % (lower is better). **RTE** = wall time of "
-              "the unlearning steps, and as % of gold's training time. `cut` = the compute budget stopped the method "
-              "early. Methods are sorted by Avg Gap. JS = Jensen-Shannon distance with scipy's natural-log base "
-              "(reference A's unit, range [0, 0.833]).", ""]
+              "over forget, retain and test accuracy and MIA-efficacy, in % (lower is better). **Compute % of gold** "
+              "= the counted work a model used, as % of gold's training cost: the budget is counted work, 1 unit per "
+              "image forward through any network (the model, teachers, the original) and 2 more per image backward, "
+              "so gold's cost = epochs x rows x 3. Status **cut** = the budget stopped the method before its schedule "
+              "ended; **over budget** = an indivisible pass (e.g. SSD's importances) exceeded the budget and still "
+              "ran in full. **RTE** = wall time of the unlearning steps, in seconds and as % of gold's training time: "
+              "reported only, wall time never decides anything (the budget is counted, not timed). Methods are "
+              "sorted by Avg Gap. JS = Jensen-Shannon distance with scipy's natural-log base (reference A's unit, "
+              "range [0, 0.833]).", ""]
     lines += [f"## Summary over {len(seeds)} training seed{'s' if len(seeds) > 1 else ''} ({', '.join(seeds)})", ""]
     for track, agg in aggs.items():
         fl = floors[track]
@@ -312,12 +464,14 @@ def build_report(trees: dict, aggs: dict, floors: dict, figs: dict, results: Pat
         if all(caution(track, t["tables"][track]) for t in trees.values() if track in t["tables"]):
             lines += caution(track, first["tables"][track]) if track in first["tables"] else []
         lines += [f"Noise floor (gold vs gold): {floor_text}.", "",
-                  agg_table(agg, MAIN_COLS[track] + ["avg_gap", "seconds", "rte_pct_of_gold"], NAMES), ""]
+                  agg_table(agg, MAIN_COLS[track] + SUMMARY_COLS, NAMES), ""]
         if track == "vit":
             lines += [agg_table(agg, VIT_EXTRA, NAMES), ""]
         attack = [c for c in ATTACK_COLS if c in agg.columns]
         if attack:
             lines += [agg_table(agg, attack, {c: c.removeprefix("attack_") for c in attack}), ""]
+        if track in repro:
+            lines += [REPRO_TITLE, "", agg_table(repro[track], MAIN_COLS[track] + REPRO_COLS, NAMES), ""]
     for seed, t in trees.items():
         lines += [f"## Seed {seed}", ""]
         for track, df in t["tables"].items():
@@ -331,8 +485,12 @@ def build_report(trees: dict, aggs: dict, floors: dict, figs: dict, results: Pat
                 lines += ["Membership-inference attacks (stage 06; AUC = held-out members vs non-members, forget AUC "
                           "= forget rows vs held-out non-members; gold's row is the target):", "",
                           markdown_table(df, attack, {c: c.removeprefix("attack_") for c in attack}, fl), ""]
-    lines += ["Units: accuracy in %, entropy in nats, JS distance natural log, seconds of wall time; attack "
-              "AUC/TPR/FNR/MIA-efficacy as fractions.", "", "## Figures", ""]
+            if track in t["repro"]:
+                lines += [REPRO_TITLE, "", markdown_table(t["repro"][track], MAIN_COLS[track] + REPRO_COLS, NAMES, fl),
+                          ""]
+    lines += ["Units: accuracy in %, compute in % of gold's training cost (counted units), entropy in nats, JS "
+              "distance natural log, RTE in seconds of wall time; attack AUC/TPR/FNR/MIA-efficacy as fractions.", "",
+              "## Figures", ""]
     for name, path in figs.items():
         if path is not None and Path(path).is_file():
             lines += [f"**{name}**", "", f"![{name}]({Path(path).relative_to(results).as_posix()})", ""]
@@ -360,19 +518,26 @@ def main() -> None:
     trees = {}
     for seed, path in seed_trees(results, cfg.seeds).items():
         m, missing = load_all(path)
-        trees[seed] = dict(path=path, m=m, missing=missing,
-                           tables={t: add_summaries(t, df) for t, df in track_tables(m).items()})
+        tables = {t: add_summaries(t, df) for t, df in track_tables(m).items()}
+        trees[seed] = dict(path=path, m=m, missing=missing, tables=tables, curve=curve_points(m, tables),
+                           repro=reproduction_tables(m, tables))
     tracks = list(dict.fromkeys(t for tree in trees.values() for t in tree["tables"]))
-    aggs, floors = {}, {}
+    aggs, floors, repro = {}, {}, {}
     for track in tracks:
         per_seed = {s: t["tables"][track] for s, t in trees.items() if track in t["tables"]}
         aggs[track], floors[track] = aggregate_track(per_seed, track)
+        per_seed_repro = {s: t["repro"][track] for s, t in trees.items() if track in t["repro"]}
+        if per_seed_repro:  # the same golds: the track's noise floor applies
+            repro[track] = aggregate_track(per_seed_repro, track, floors[track])[0]
+    curves = budget_curves(trees, tracks)
     frames = [df.assign(seed=seed, track=track).reset_index(names="model")
               for seed, t in trees.items() for track, df in t["tables"].items()]
     summary = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["seed", "track", "model"])
     summary = summary[["seed", "track", "model"] + [c for c in summary.columns if c not in ("seed", "track", "model")]]
     first = next(iter(trees.values()))
-    figs = {"Avg Gap to gold vs run time (RTE), every method of both tracks": plot_gap_vs_rte(aggs, out),
+    figs = {"Avg Gap to gold against compute (% of gold's training cost, counted units, log x), one line per "
+            "method, one panel per track (mean ± std over seeds; hollow = over budget)":
+            plot_budget_curve(curves, out, {t: f.get("avg_gap") for t, f in floors.items()}),
             "Accuracy per split and model (mean, std across seeds)": plot_accuracy(summary, out),
             "t-SNE of ViT pre-logit features (forget vs retain, first seed)": first["path"] / "04_unlearn_vit" / "tsne.png",
             "Jensen-Shannon distance to gold and entropy (ViT, first seed)": plot_js_entropy(first["tables"], out),
@@ -380,17 +545,22 @@ def main() -> None:
             "Training curves (first seed)": plot_training(first["m"], out)}
     with atomic_path(results / "summary.csv") as tmp:
         summary.to_csv(tmp, index=False)
-    report = build_report(trees, aggs, floors, figs, results)
+    report = build_report(trees, aggs, floors, repro, figs, results)
     log.log("report", seeds=len(trees), models=len(summary), missing_stages=sum(len(t["missing"]) for t in trees.values()))
     if log.wandb.__class__.__name__ != "_NoWandb":
         import wandb
 
         log.wandb.log({"summary": wandb.Table(dataframe=summary.fillna(float("nan")))})
         log.wandb.log({k: wandb.Image(str(p)) for k, p in figs.items() if p is not None and Path(p).is_file()})
+    def numeric(aggs: dict) -> dict:
+        return {f"{t}/{m}": {k: v for k, v in row.items() if isinstance(v, (int, float)) and not
+                             (isinstance(v, float) and math.isnan(v))}
+                for t, agg in aggs.items() for m, row in agg.to_dict("index").items()}
+
     metrics = {"seeds": list(trees), "noise_floor": {t: f.dropna().to_dict() for t, f in floors.items()},
-               "models": {f"{t}/{m}": {k: v for k, v in row.items() if isinstance(v, (int, float)) and not
-                                       (isinstance(v, float) and math.isnan(v))}
-                          for t, agg in aggs.items() for m, row in agg.to_dict("index").items()},
+               "models": numeric(aggs), "reproduction": numeric(repro),
+               # per track: one record per (method, budget): compute used (% of gold) and Avg Gap, mean/std over seeds
+               "budget_curve": {t: c.to_dict("records") for t, c in curves.items()},
                "missing_stages": sorted({s for t in trees.values() for s in STAGES if s not in t["m"]})}
     write_manifest(out, config_dict(cfg), resolve_device(cfg.device), started,
                    [t["path"] / s / "metrics.json" for t in trees.values() for s in STAGES],

@@ -16,11 +16,19 @@ FORGET_CLASS ?= 0
 WANDB        ?= 0
 PYTHON       ?= python3
 VENV         ?= .venv
+BUDGETS      ?=
+THREADS      ?= $(shell nproc 2>/dev/null || echo 1)
 # SEEDS: training seeds (initial weights, batch order, augmentation); each gets results/seed-<s>/, self-contained,
 #   so seeds can run on different machines (copy the trees into one results/ and run `make report`).
 # SPLIT_SEED: stage 01's splits, the same forget set for every training seed unless changed.
 # With one seed, stages 02/03 also train `gold_2` (gold's recipe, seed + 1) for the gold-vs-gold noise floor;
 # with several, the seeds' own golds give it.
+# BUDGETS: e.g. "0.05,0.1,0.2,0.5,1": also evaluate every unlearning method at each fraction of gold's cost (the
+#   trade-off curve of the report); empty = the profile's (smoke: 0.1,0.5; cpu/paper: none).
+# THREADS: torch's intra-op threads in every stage (CPU reductions depend on it, so metrics are identical only
+#   between runs with the same THREADS).
+export PYTHONHASHSEED := 0
+export THREADS
 
 PY         := $(VENV)/bin/python
 VENV_STAMP := $(VENV)/.requirements-installed
@@ -29,22 +37,25 @@ VENV_STAMP := $(VENV)/.requirements-installed
 C_BASE     := common/__init__.py common/io.py common/config.py common/log.py
 C_DATA     := $(C_BASE) common/seed.py common/data.py
 C_TRAIN    := $(C_DATA) common/metrics.py common/models.py common/train.py
-C_UNLEARN  := $(C_TRAIN) common/unlearn.py common/methods.py
+C_UNLEARN  := $(C_TRAIN) common/unlearn.py $(sort $(wildcard common/methods/*.py))
 C_ATTACK   := $(C_DATA) common/metrics.py
 C_REPORT   := $(C_BASE) common/aggregate.py common/figures.py
 NOISE_GOLD := $(if $(word 2,$(SEEDS)),false,true)
 TREE        = $(RESULTS)/seed-$*
 ARGS        = --profile $(PROFILE) --results $(TREE) --device $(DEVICE) --seed $* --wandb $(WANDB)
+U_ARGS      = $(if $(BUDGETS),--budgets $(BUDGETS))
 SMOKE_DIR  ?= results-smoke
 
 # Changing a variable that shapes the data re-runs everything from stage 01 (every seed); changing the seed list
 # re-runs the report. Each stamp is rewritten only when its text changes.
 VARS_STAMP  := $(RESULTS)/.make-vars
-VARS_TEXT   := $(PROFILE) $(DATA_SOURCE) $(abspath $(DATA_DIR)) $(DEVICE) $(SPLIT_SEED) $(FORGET_CLASS)
+VARS_TEXT   := $(PROFILE) $(DATA_SOURCE) $(abspath $(DATA_DIR)) $(DEVICE) $(SPLIT_SEED) $(FORGET_CLASS) $(THREADS)
 SEEDS_STAMP := $(RESULTS)/.make-seeds
+BUDGETS_STAMP := $(RESULTS)/.make-budgets
 ifeq ($(filter help clean test pytest venv,$(MAKECMDGOALS)),)
 $(shell mkdir -p $(RESULTS); [ "$$(cat $(VARS_STAMP) 2>/dev/null)" = "$(VARS_TEXT)" ] || echo "$(VARS_TEXT)" > $(VARS_STAMP))
 $(shell [ "$$(cat $(SEEDS_STAMP) 2>/dev/null)" = "$(SEEDS)" ] || echo "$(SEEDS)" > $(SEEDS_STAMP))
+$(shell [ -f $(BUDGETS_STAMP) ] && [ "$$(cat $(BUDGETS_STAMP))" = "$(BUDGETS)" ] || echo "$(BUDGETS)" > $(BUDGETS_STAMP))
 endif
 
 per_seed = $(foreach s,$(SEEDS),$(RESULTS)/seed-$(s)/$(1))
@@ -79,11 +90,11 @@ $(RESULTS)/seed-%/$(S02): 02_train_resnet.py $(C_TRAIN) $(RESULTS)/seed-%/$(S01)
 $(RESULTS)/seed-%/$(S03): 03_train_vit_refs.py $(C_TRAIN) $(RESULTS)/seed-%/$(S01) | $(VENV_STAMP)
 	$(PY) 03_train_vit_refs.py $(ARGS) --noise-gold $(NOISE_GOLD)
 
-$(RESULTS)/seed-%/$(S04): 04_unlearn_vit.py $(C_UNLEARN) $(RESULTS)/seed-%/$(S03) | $(VENV_STAMP)
-	$(PY) 04_unlearn_vit.py $(ARGS)
+$(RESULTS)/seed-%/$(S04): 04_unlearn_vit.py $(C_UNLEARN) $(RESULTS)/seed-%/$(S03) $(BUDGETS_STAMP) | $(VENV_STAMP)
+	$(PY) 04_unlearn_vit.py $(ARGS) $(U_ARGS)
 
-$(RESULTS)/seed-%/$(S05): 05_unlearn_gan.py $(C_UNLEARN) $(RESULTS)/seed-%/$(S02) | $(VENV_STAMP)
-	$(PY) 05_unlearn_gan.py $(ARGS)
+$(RESULTS)/seed-%/$(S05): 05_unlearn_gan.py $(C_UNLEARN) $(RESULTS)/seed-%/$(S02) $(BUDGETS_STAMP) | $(VENV_STAMP)
+	$(PY) 05_unlearn_gan.py $(ARGS) $(U_ARGS)
 
 $(RESULTS)/seed-%/$(S06): 06_membership_attack.py $(C_ATTACK) $(RESULTS)/seed-%/$(S04) $(RESULTS)/seed-%/$(S05) \
   | $(VENV_STAMP)
@@ -105,6 +116,7 @@ smoke: $(VENV_STAMP)
 	$(MAKE) --no-print-directory all PROFILE=smoke DATA_SOURCE=kaggle DATA_DIR=$(SMOKE_DIR)/data \
 	  CACHE_DIR=$(SMOKE_DIR)/cache RESULTS=$(SMOKE_DIR)/results DEVICE=cpu WANDB=0 SEEDS="0 1"
 	$(PY) tests/check_smoke.py $(SMOKE_DIR)/results 0 1
+	$(PY) tests/check_determinism.py $(SMOKE_DIR)/results/seed-0
 
 test: pytest smoke
 

@@ -8,6 +8,8 @@ them from one seed's results tree.
   trained gold_2 (gold's recipe, seed + 1); otherwise NaN (no floor).
 - A model's gap to gold is computed per seed (value - that seed's gold) and then averaged. It is "within noise"
   when |mean gap| < the floor, or when the 95 % Student-t interval of the gap across seeds contains 0 (>= 2 seeds).
+- Budget curve (`aggregate_curve`): the points of every seed tree, one row per (method, budget fraction), with the
+  mean and sample std over seeds of the compute used (% of gold's training cost) and of the Avg Gap.
 """
 from __future__ import annotations
 
@@ -69,3 +71,24 @@ def aggregate(per_seed: dict, cols: list[str], floor: pd.Series | None = None) -
             row[f"{c}_within_noise"] = below_floor or spans_zero
         rows[model] = row
     return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def aggregate_curve(points: pd.DataFrame) -> pd.DataFrame:
+    """Budget-curve points of one track over seeds. Input: one row per (seed, method, budget) with columns method,
+    budget (fraction of gold's training cost; NaN allowed), pct_of_gold (compute used, % of gold's cost), avg_gap
+    (%) and optionally over_budget / cut (bool). Output: one row per (method, budget), sorted, with pct_of_gold and
+    avg_gap (mean over seeds), pct_of_gold_std / avg_gap_std (ddof 1; NaN with one seed), n (seeds with an Avg
+    Gap) and over_budget / cut (True when any seed's run was)."""
+    cols = ["method", "budget", "pct_of_gold", "pct_of_gold_std", "avg_gap", "avg_gap_std", "n", "over_budget", "cut"]
+    if not len(points):
+        return pd.DataFrame(columns=cols)
+    pts = points.copy()
+    for flag in ("over_budget", "cut"):
+        pts[flag] = pts[flag].map(lambda v: v in (True, 1)) if flag in pts.columns else False
+    pts["pct_of_gold"] = pd.to_numeric(pts["pct_of_gold"], errors="coerce")
+    pts["avg_gap"] = pd.to_numeric(pts["avg_gap"], errors="coerce")
+    g = pts.groupby(["method", "budget"], dropna=False, sort=True)
+    out = pd.DataFrame({"pct_of_gold": g["pct_of_gold"].mean(), "pct_of_gold_std": g["pct_of_gold"].std(ddof=1),
+                        "avg_gap": g["avg_gap"].mean(), "avg_gap_std": g["avg_gap"].std(ddof=1),
+                        "n": g["avg_gap"].count(), "over_budget": g["over_budget"].any(), "cut": g["cut"].any()})
+    return out.reset_index()[cols]

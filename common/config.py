@@ -83,87 +83,23 @@ class ViTRefsConfig(Common):
 
 @dataclass
 class UnlearnConfig(Common):
-    """Fields shared by both unlearning drivers (04 ViT, 05 ResNet); per-method settings are `<method>_<name>`."""
+    """Fields shared by both unlearning drivers (04 ViT, 05 ResNet). Every method's own settings are added as
+    fields `<method>_<setting>` from its file in common/methods/ (common.unlearn.with_method_settings), so
+    `--<method>-<setting> value` overrides them and --help lists them."""
     methods: str = "all"  # "all" or comma-separated names of common.methods.METHODS
-    budget: float = 0.1  # compute budget per method: fraction of gold's training wall time (0 = no limit)
-    grid: str = ""  # e.g. "lr=1e-3,1e-2": per method, pick the lr by the validation gap to gold (never test)
-    epochs: int = 5  # passes for the epoch-based methods (reference A: 5)
-    batch_size: int = 64
+    # compute budget per method, as a fraction of gold's training cost in counted units (images forward + 2 x images
+    # backward, common.unlearn; 0 = no limit). Wall time is measured (RTE) but decides nothing.
+    budget: float = 0.1
+    budgets: str = ""  # trade-off curve: e.g. "0.05,0.1,0.2,0.5,1" evaluates every method at each fraction too
+    # BatchNorm mode of every literature method's gradient steps (gan and retain_only included): "train", as the
+    # official codes of FT, GA, l1-sparse, RL, SalUn, SCRUB, NegGrad+ (MIA notebook) and Bad Teacher run; "eval"
+    # (frozen statistics, as xcadet/deepunlearn's NegGrad+) is the option. The reproductions keep their reference's.
+    bn: str = "train"
+    # profile `paper`: also run the references' methods with no budget, as the references did (metrics
+    # "reproduction"); the comparison table uses the budget. Comma-separated names ("" = none).
+    reproduce: str = ""
     eval_batch_size: int = 256
-    lr: float = 1e-4  # SGD learning rate of every method without its own `<method>_lr` (0 = use this)
-    momentum: float = 0.9
-    weight_decay: float = 0.0
     channels_last: bool = False
-    # per-method learning rates (0 = `lr`)
-    finetune_lr: float = 0.0
-    gradient_ascent_lr: float = 0.0
-    two_stage_lr: float = 0.0
-    # reference A's 2-stage
-    tau: float = 1.15  # temperature of the logit similarity in l_con (reference A: 1.15)
-    stage1_steps: int = 1  # SGD steps of stage 1 (KL to uniform on forget batches; reference A: ONE step)
-    # GANs: `gan_reference` is reference B exactly (constants in common.methods); `gan` is the project's variant
-    gan_steps: int = 40  # generator steps of `gan`
-    gan_batch_size: int = 128  # forget / retain / real batch size of `gan`
-    n_critic: int = 5  # critic steps per generator step (WGAN-GP)
-    critic_warmup: int = 100  # `gan`: critic steps before the first generator step (cheap: no classifier pass)
-    lambda_gp: float = 10.0
-    # Weight of retain cross-entropy in `gan`'s generator loss (reference B: 0). Measured on the real subset (cpu
-    # profile, 40 generator steps, forget / retain / test accuracy %): 0 -> 10.2 / 10.3 / 11.7 (collapse to chance),
-    # 0.3 -> 50.8 / 55.2 / 53.5, 1 -> 57.8 / 60.7 / 58.7; original 64.1 / 64.3 / 61.4, gold 64.1 / 64.0 / 62.1.
-    # (That sweep looked at test accuracy; a --grid run now picks on the validation rows instead.)
-    lambda_retain: float = 1.0
-    gan_lr: float = 1e-4  # `gan`: Adam on the whole classifier (the generator)
-    gan_reference_lr: float = 1e-3  # reference B: Adam 1e-3 for generator and critic (a --grid may vary it)
-    retain_only_lr: float = 1e-4  # the `gan` control: keep equal to gan_lr (its retain steps are gan's)
-    lr_d: float = 1e-3  # `gan`: Adam on the critic
-    critic_hidden: int = 64  # `gan`: width of the critic's two hidden layers
-    # ---- literature methods (common/methods.py): fields below are theirs ----
-    # `<method>_lr`: 0 = `lr`. The official codes' own learning rates (ResNet-18 on CIFAR-10) are noted per method;
-    # they are not copied here because the two tracks' original models differ from theirs (pick with --grid).
-    # NegGrad+ (Kurmanji et al., NeurIPS 2023; meghdadk/SCRUB: train_negrad in thirdparty/repdistiller/helper/
-    # loops.py, settings in large_scale_ictest.ipynb / MIA_experiments.ipynb: SGD lr 0.01, 5-10 epochs)
-    neggrad_plus_lr: float = 0.0
-    neggrad_plus_beta: float = 0.9999  # weight of retain CE; forget CE gets 1 - beta (official large-scale: 0.9999)
-    # Random labels, as SalUn's RL (OPTML-Group/Unlearn-Saliency Classification/unlearn/RL.py)
-    random_label_lr: float = 0.0
-    # False: per epoch a pass over forget (random wrong labels) then one over retain (RL.py's CIFAR-10 branch);
-    # True: one shuffled pass over forget + retain (RL.py's CIFAR-100 branch)
-    random_label_mixed: bool = False
-    # SalUn (Fan et al., ICLR 2024; Unlearn-Saliency Classification/generate_mask.py + unlearn/RL.py; its README's
-    # CIFAR-10 example: mask with_0.5.pt, SGD lr 0.013, 10 epochs)
-    salun_lr: float = 0.0
-    salun_fraction: float = 0.5  # share of all weights updated: those of largest |grad of forget CE| (README: 0.5)
-    salun_mixed: bool = False  # as random_label_mixed, for SalUn's random-label passes
-    # l1-sparse (Jia et al., NeurIPS 2023; OPTML-Group/Unlearn-Sparse unlearn/FT.py FT_l1, README: lr 0.01, 10 epochs)
-    l1_sparse_lr: float = 0.0
-    # l1 weight gamma at the first epoch (per weight, added to the batch-mean CE), decaying linearly to 0 over the
-    # run. The official README leaves it as ${alpha}; 1e-4 is what the CIFAR-10 scripts built on that code run
-    # (e.g. JingWu321/Scissorhands Classification/sh/main_0.2_cifar10.sh: --alpha 0.0001 --unlearn_lr 0.01).
-    l1_sparse_alpha: float = 1e-4
-    # SCRUB (Kurmanji et al., NeurIPS 2023; meghdadk/SCRUB large_scale_unlearning.ipynb, CIFAR-10 ResNet-18: SGD lr
-    # 5e-4, momentum 0.9, weight decay 5e-4, 3 epochs)
-    scrub_lr: float = 0.0
-    scrub_msteps: int = 2  # epochs (the first ones) that start with a max-pass over forget (official: 2)
-    scrub_temperature: float = 4.0  # distillation temperature T of KL(teacher || student) (official kd_T: 4)
-    scrub_gamma: float = 0.99  # weight of retain CE in the min-step (official: 0.99)
-    scrub_alpha: float = 0.001  # weight of retain KL to the teacher in the min-step (official: 0.001)
-    scrub_forget_batch_size: int = 512  # forget batch of the max-pass (official forget loader: 512); 0 = batch_size
-    # Bad Teacher (Chundawat et al., AAAI 2023; vikram2000b/bad-teaching-unlearning unlearn.py blindspot_unlearner and
-    # CIFARSuper20_Rocket_Unlearn.ipynb: Adam lr 1e-4, batch 256, 1 epoch)
-    bad_teacher_lr: float = 0.0
-    bad_teacher_epochs: int = 1  # passes over forget + the retain subset (official: 1)
-    bad_teacher_temperature: float = 1.0  # KL temperature (official KL_temperature: 1)
-    bad_teacher_retain_fraction: float = 0.3  # seeded share of retain rows distilled from the original (official: 0.3)
-    # SSD (Foster et al., AAAI 2024; if-loops/selective-synaptic-dampening src/ssd.py, forget_*_main.py)
-    ssd_lr: float = 0.0  # unused: SSD takes no gradient step (kept for the uniform `<method>_lr` convention)
-    # selection: dampen weights whose forget importance > alpha x all-rows importance (official CIFAR ResNet: 10,
-    # i.e. selection_weighting 10 x model_size_scaler 1; its full-class ViT runs use scaler 0.5 -> 5, see PRESETS)
-    ssd_alpha: float = 10.0
-    ssd_lambda: float = 1.0  # dampening: weight x min(lambda x all-rows / forget importance, 1) (official: 1)
-    # share of retain rows in the all-rows importance pass, seeded (1 = all of them, as the official code; lower
-    # to save time: that pass costs about one epoch of forward + backward)
-    ssd_retain_fraction: float = 1.0
-    # ---- end of literature methods ----
 
 
 @dataclass
@@ -233,22 +169,16 @@ PRESETS: dict[type, dict[str, dict]] = {
         "cpu": dict(pretrained=False, img_size=32, epochs=10, lr=1e-3),
         "paper": dict(),  # reference A: pretrained, 224 px, 3 epochs, SGD lr 1e-4 momentum 0.9, batch 64
     },
+    # Method settings live in each method's file (common/methods/<name>.py: SETTINGS and PRESETS).
     ViTUnlearnConfig: {
-        # ssd_alpha 5 in every ViT profile: SSD's official full-class runs scale its alpha (10) by 0.5 for a ViT
-        # (model_size_scaler in if-loops/selective-synaptic-dampening src/forget_full_class_main.py); this track
-        # forgets a full class with a ViT.
-        "smoke": dict(epochs=1, batch_size=32, tsne_per_group=30, lr=1e-2, budget=0.0, gan_steps=2,
-                      gan_batch_size=16, critic_warmup=5, n_critic=2, ssd_alpha=5.0),
-        # lr = the cpu references' lr (10x reference A's, see ViTRefsConfig); reference A's 5 epochs, t-SNE 320 + 320.
-        "cpu": dict(lr=1e-3, ssd_alpha=5.0),
-        "paper": dict(ssd_alpha=5.0),  # reference A: 5 epochs, SGD lr 1e-4 momentum 0.9, batch 64, t-SNE 320 + 320
+        "smoke": dict(tsne_per_group=30, budget=0.5, budgets="0.1,0.5"),  # smoke golds are tiny: 0.1 buys ~2 steps
+        "cpu": dict(),
+        "paper": dict(reproduce="finetune,gradient_ascent,two_stage"),  # reference A ran them without a budget
     },
     ResNetUnlearnConfig: {
-        "smoke": dict(epochs=1, batch_size=32, lr=1e-2, budget=0.0, gan_steps=2, gan_batch_size=16,
-                      critic_warmup=5, n_critic=2, channels_last=True),
-        # SGD lr 1e-2 with weight decay 5e-4: the fine-tuning lr of SalUn's / SCRUB's ResNet-18 CIFAR-10 code.
-        "cpu": dict(lr=1e-2, weight_decay=5e-4, channels_last=True),
-        "paper": dict(lr=1e-2, weight_decay=5e-4, channels_last=True),
+        "smoke": dict(channels_last=True, budget=0.5, budgets="0.1,0.5"),
+        "cpu": dict(channels_last=True),
+        "paper": dict(channels_last=True, reproduce="gan_reference"),  # reference B ran it without a budget
     },
     AttackConfig: {"smoke": dict(), "cpu": dict(), "paper": dict()},
     ReportConfig: {"smoke": dict(), "cpu": dict(), "paper": dict()},
@@ -326,7 +256,7 @@ def parse_config(cls, argv: list[str] | None = None):
         names = ", ".join("--" + u.replace("_", "-") for u in unknown)
         raise PipelineError(f"unknown option(s) {names} for {cls.__name__}: run with --help to list the fields")
     profile = resolve_profile(pairs.get("profile", "auto"))
-    values = dict(PRESETS.get(cls, {}).get(profile, {}))
+    values = cls.preset(profile) if hasattr(cls, "preset") else dict(PRESETS.get(cls, {}).get(profile, {}))
     values.update({k: _convert(k, v, hints[k]) for k, v in pairs.items()})
     values["profile"] = profile
     return cls(**values)

@@ -1,6 +1,7 @@
 """Stage 07's figures, drawn from the report's tables (no data files, no forward passes); each returns the PNG
 path, or None when the tables hold nothing to draw. Conventions: ROC on log-log axes (LiRA, Carlini et al. 2022),
-Avg Gap against RTE on a log x axis, error bars = std across seeds."""
+Avg Gap against compute (% of gold's training cost in counted units, not wall time) on a log x axis, error bars =
+std across seeds."""
 from __future__ import annotations
 
 import math
@@ -10,12 +11,12 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogFormatter  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from common.io import save_figure  # noqa: E402
 
-REFS = ("original", "gold", "gold_2")  # reference rows: not methods
 ROC_ATTACK = "loss"  # the ROC figure's attack: no method trains against it
 
 
@@ -79,28 +80,65 @@ def plot_roc(roc: dict, out: Path) -> Path | None:
     return out / "roc.png"
 
 
-def plot_gap_vs_rte(agg: dict, out: Path) -> Path | None:
-    """Avg Gap (lower = closer to gold) against RTE (% of gold's training time, log x), every method of both
-    tracks; error bars = std across seeds."""
-    frames = [df.loc[[i for i in df.index if i not in REFS]].assign(track=t).reset_index(names="method")
-              for t, df in agg.items() if {"avg_gap", "rte_pct_of_gold"} <= set(df.columns)]
-    data = pd.concat(frames, ignore_index=True).dropna(subset=["avg_gap", "rte_pct_of_gold"]) if frames else None
-    if data is None or not len(data[data.rte_pct_of_gold > 0]):
+def _err(d: pd.DataFrame, col: str):
+    """Error-bar lengths from a std column, or None when there is none to draw (one seed)."""
+    if col not in d.columns or d[col].isna().all():
         return None
-    data = data[data.rte_pct_of_gold > 0]
-    fig, ax = plt.subplots(figsize=(7.5, 4.8))
-    for marker, (track, d) in zip("os", data.groupby("track")):
-        ax.errorbar(d.rte_pct_of_gold, d.avg_gap, xerr=d.get("rte_pct_of_gold_std"), yerr=d.get("avg_gap_std"),
-                    fmt=marker, ms=6, capsize=2, lw=0.8, label=f"{track} track")
-        for _, r in d.iterrows():
-            ax.annotate(r["method"], (r["rte_pct_of_gold"], r["avg_gap"]), fontsize=7, xytext=(3, 3),
-                        textcoords="offset points")
-    ax.set(xscale="log", xlabel="RTE: wall time, % of gold's training time (log)", ylabel="Avg Gap to gold (%)",
-           title="Unlearning methods: distance to gold vs cost (mean ± std over seeds)")
-    ax.legend(fontsize=8)
-    save_figure(fig, out / "gap_vs_rte.png")
+    return d[col].fillna(0).to_numpy(dtype=float)
+
+
+def plot_budget_curve(curves: dict, out: Path, floors: dict | None = None) -> Path | None:
+    """Avg Gap (%; lower = closer to gold) against compute (% of gold's training cost in counted units, log x), one
+    line per method, one panel per track. `curves` = {track: DataFrame as common.aggregate.aggregate_curve returns:
+    method, budget, pct_of_gold, avg_gap, and pct_of_gold_std / avg_gap_std (std over seeds, drawn as error bars
+    when there are any), n (seeds), over_budget (an indivisible pass exceeded the budget and ran in full: hollow
+    marker)}. `floors` = {track: Avg Gap noise floor, gold vs gold (%)}, a dotted line where finite."""
+    data = {}
+    for track, d in curves.items():
+        if d is None or not len(d) or not {"method", "pct_of_gold", "avg_gap"} <= set(d.columns):
+            continue
+        d = d[(pd.to_numeric(d.pct_of_gold, errors="coerce") > 0) & d.avg_gap.notna()]  # log x: compute > 0 only
+        if len(d):
+            data[track] = d
+    if not data:
+        return None
+    methods = sorted({m for d in data.values() for m in d.method})
+    colors = dict(zip(methods, sns.color_palette("tab20" if len(methods) > 10 else "tab10", len(methods))))
+    fig, axes = plt.subplots(1, len(data), figsize=(6.4 * len(data), 4.8), squeeze=False)
+    for ax, (track, d) in zip(axes[0], data.items()):
+        for method, g in d.groupby("method", sort=True):
+            g, c = g.sort_values("pct_of_gold"), colors[method]
+            xerr, yerr = _err(g, "pct_of_gold_std"), _err(g, "avg_gap_std")
+            if xerr is not None or yerr is not None:
+                ax.errorbar(g.pct_of_gold, g.avg_gap, xerr=xerr, yerr=yerr, fmt="none", ecolor=c, elinewidth=0.8,
+                            capsize=2)
+            over = g["over_budget"].map(lambda v: v in (True, 1)) if "over_budget" in g.columns else \
+                pd.Series(False, index=g.index)
+            ax.plot(g.pct_of_gold, g.avg_gap, "-", color=c, lw=1.2, label=method)
+            ax.scatter(g.pct_of_gold[~over], g.avg_gap[~over], color=c, s=26, zorder=3)
+            ax.scatter(g.pct_of_gold[over], g.avg_gap[over], facecolors="none", edgecolors=c, s=40, linewidths=1.3,
+                       zorder=3)
+        ax.axvline(100, ls="--", c="grey", lw=0.8, label="gold's training cost (100 %)")
+        fl = (floors or {}).get(track)
+        if fl is not None and pd.notna(fl):
+            ax.axhline(fl, ls=":", c="grey", lw=1, label="noise floor (gold vs gold)")
+        if "over_budget" in d.columns and d["over_budget"].map(lambda v: v in (True, 1)).any():
+            ax.scatter([], [], facecolors="none", edgecolors="grey", s=40, label="hollow: over budget (ran in full)")
+        single = d.groupby("method").size().max() == 1
+        ax.set(xscale="log", xlabel="compute: % of gold's training cost (counted units, log)",
+               ylabel="Avg Gap to gold (%)",
+               title=f"{track} track" + (": one budget, a point per method (no --budgets curve)" if single else ""))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))  # 1, 10, 100 (%), not 10^k
+        ax.xaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False))  # labels only on a narrow range
+        ax.title.set_fontsize(9)
+        ax.legend(fontsize=7, ncol=2)
+    n = max(int(d["n"].max()) for d in data.values()) if all("n" in d.columns for d in data.values()) else 1
+    fig.suptitle("Avg Gap to gold against compute used, one line per method: "
+                 + (f"mean over {n} seeds, error bars = std across seeds" if n > 1 else "one seed (no error bars)"),
+                 fontsize=10)
+    save_figure(fig, out / "budget_curve.png")
     plt.close(fig)
-    return out / "gap_vs_rte.png"
+    return out / "budget_curve.png"
 
 
 def plot_training(m: dict, out: Path) -> Path | None:

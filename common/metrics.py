@@ -118,20 +118,26 @@ def samplewise_metrics(logits: dict, data: dict, splits: dict, gold: dict | None
     return _accuracies(parts, logits, gold, data)
 
 
-def selection_gap(track: str, logits: dict, gold: dict, data: dict, splits: dict) -> float:
-    """What --grid minimises: mean |accuracy - gold's| (%) over forget-train, retain-train and `test_val` rows
-    (for the class-wise track, test_val rows of the retained classes). Never uses the reported test rows."""
-    ytr, yte, val = data["train_labels"], data["test_labels"], splits["test_val"]
-    if track == "vit":
-        forget, retain = splits["forget"], splits["retain"]
-        val = val[yte[val] != ytr[forget[0]]]
-    else:
-        forget, retain = splits["sample_forget"], splits["sample_retain"]
+# Per track: the train rows forgotten, the membership sets, and the accuracy terms of Avg Gap (stage 07's GAP_KEYS)
+CURVE = {"vit": dict(forget="forget", mia="mia_class", acc=("acc_forget_train", "acc_retain_train", "acc_test_retain")),
+         "resnet": dict(forget="sample_forget", mia="mia_sample", acc=("acc_forget", "acc_retain", "acc_test"))}
+
+
+def curve_figures(track: str, logits: dict, data: dict, splits: dict) -> dict:
+    """The figures of Avg Gap for one budget point of the trade-off curve: the track's three accuracies (%) and
+    SalUn's MIA-efficacy computed exactly as stage 06 does (RBF SVC on true-class confidence, the *_members_attack
+    rows vs the *_nonmembers_attack rows, share of forget rows called non-member)."""
+    figs = classwise_metrics(logits, data, splits) if track == "vit" else samplewise_metrics(logits, data, splits)
+    out = {k: figs[k] for k in CURVE[track]["acc"]}
     if not finite(logits, track_train_rows(track, splits)):
-        return float("inf")
-    parts = (("train", forget, ytr), ("train", retain, ytr), ("test", val, yte))
-    gaps = [abs(accuracy(logits[p][r], y[r]) - accuracy(gold[p][r], y[r])) for p, r, y in parts]
-    return sum(gaps) / len(gaps)
+        return dict(out, attack_mia_efficacy=float("nan"))
+    mia, forget = CURVE[track]["mia"], splits[CURVE[track]["forget"]]
+    ytr, yte = data["train_labels"], data["test_labels"]
+    m, n = splits[f"{mia}_members_attack"], splits[f"{mia}_nonmembers_attack"]
+    svc = mia_efficacy_svc(true_class_confidence(logits["train"][m], ytr[m]),
+                           true_class_confidence(logits["test"][n], yte[n]))
+    called_member = svc.predict(true_class_confidence(logits["train"][forget], ytr[forget]).reshape(-1, 1))
+    return dict(out, attack_mia_efficacy=float(1.0 - called_member.mean()))
 
 
 def track_train_rows(track: str, splits: dict) -> torch.Tensor | None:

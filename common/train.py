@@ -13,14 +13,12 @@ from common.models import autocast
 
 def train_epoch(model: nn.Module, batch_iter: Iterable, optimizer: torch.optim.Optimizer,
                 loss_fn: Callable, device: str, amp: bool, total: int | None = None,
-                scheduler=None, desc: str = "train", stop: Callable[[], bool] | None = None) -> dict:
+                scheduler=None, desc: str = "train") -> dict:
     """One pass of `loss_fn(model, x, y) -> (loss, logits)` over `batch_iter`; returns mean loss, accuracy (%) and
-    the number of optimiser steps. `stop()` is asked before every step (a compute budget): True ends the pass."""
+    the number of optimiser steps."""
     model.train()
     loss_sum, correct, seen, steps = 0.0, 0, 0, 0
     for x, y in progress(batch_iter, total=total, desc=desc):
-        if stop is not None and stop():
-            break
         with autocast(device, amp):
             loss, logits = loss_fn(model, x, y)
         optimizer.zero_grad(set_to_none=True)

@@ -1,54 +1,140 @@
-"""The one unlearning-method registry for both tracks: name -> function(model, ctx) -> history (list of dicts).
+"""The unlearning harness shared by both tracks: the counted compute budget, what a method may use (`Ctx`), the
+method settings as config fields, and the runner that gives every method the same start and the same budget.
 
-A method changes `model` in place. Every method of a run starts from the same `original` weights (the driver, 04
-for the class-wise ViT track and 05 for the sample-wise ResNet track, reloads them), sees the same `Ctx`, and runs
-under the same compute budget. Adding a method = one function in `common/methods.py` + one line in its METHODS
-dict + its config fields in `common/config.py` (`UnlearnConfig`).
-
-Compute budget: `budget` x gold's measured training time of the same track (seconds of wall time, unlearning
-steps only, no evaluation). Methods express their work in epochs / steps; every loop asks `ctx.out_of_budget()`
-before a step (the shared `run_epochs` does so), and a method stopped that way is recorded as `cut`.
+Compute budget, in counted units (never seconds, so the same command gives the same numbers on any machine):
+  - every image passed forward through a classifier network costs 1 unit: the model being unlearned, the frozen
+    original used as a teacher, Bad Teacher's random teacher, the GANs' classifier passes;
+  - every image passed backward through it costs 2 more (the usual FLOP ratio of backward to forward);
+  - the GANs' critic (a 10-64-32-1 MLP on 10-number probability vectors, ~3k multiply-adds per row against ~0.56 G
+    for one ResNet-18 image) is not counted: 50 critic steps with gradient penalty cost < 1e-4 of one unit;
+  - gold's cost = its epochs x rows x 3 (stages 02 / 03 record it as `units`); `budget` is a fraction of it.
+Counting is done by forward pre-hooks on the networks (`Budget.watch`): a forward with autograd on and trainable
+weights is charged 3 units per image (it will be backpropagated), any other forward 1. A method's optimiser steps
+go through `Ctx.step`, which commits the units charged since the last step and refuses (does not take) a step that
+would go past the limit: a method stops before such a step and is marked `cut`. Work that cannot be split (SSD's
+importance passes, SalUn's saliency pass, a GAN's reference outputs) is committed whole with `Budget.settle` and
+marks the run `over_budget` when it goes past the limit; it is never silently truncated.
+Wall time is still measured (RTE) but decides nothing.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Callable, Iterator
 
 import torch
 import torch.nn as nn
 
-from common.data import batches, num_batches
+from common.data import batches
 from common.io import PipelineError
-from common.train import train_epoch
+
+BN_POLICIES = ("train", "eval")
 
 
 class Budget:
-    """Wall-clock allowance for one method run: `seconds` (inf = no limit); `cut` records a stop for budget."""
+    """Counted compute of one method run: `limit` units (inf when <= 0), `spent` committed units, `pending` units
+    charged since the last commit. `marks`: unit limits at which `on_mark(limit)` is called with the model state
+    as it was before the first step that would pass them (checkpoints of one run at several budgets)."""
 
-    def __init__(self, seconds: float):
-        self.seconds = seconds if seconds > 0 else math.inf
+    def __init__(self, limit: float = 0.0, marks: list[float] | None = None, on_mark: Callable | None = None):
+        self.limit = limit if limit > 0 else math.inf
+        self.spent = self.pending = 0
+        self.steps = 0
+        self.cut = self.over = False
+        self.marks = sorted(m for m in (marks or []) if m < self.limit)
+        self.on_mark = on_mark
+        self.model, self.buffers = None, {}
         self.t0 = time.perf_counter()
-        self.cut = False
 
-    def start(self) -> None:
-        self.t0, self.cut = time.perf_counter(), False
+    def keep_buffers(self, model: nn.Module) -> None:
+        """Track `model`'s buffers (BatchNorm statistics): a refused step's forward has already moved them, so the
+        refusal puts back their values as of the last committed step (the refused step leaves no trace)."""
+        self.model = model
+        self._snapshot()
+
+    def _snapshot(self) -> None:
+        if self.model is not None:
+            self.buffers = {n: b.detach().clone() for n, b in self.model.named_buffers()}
+
+    def _restore(self) -> None:
+        if self.model is not None:
+            with torch.no_grad():
+                for n, b in self.model.named_buffers():
+                    b.copy_(self.buffers[n])
+
+    def committed_state(self) -> dict:
+        """The model's state_dict with its buffers as of the last committed step (a checkpoint at a mark)."""
+        state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        state.update({k: v.clone() for k, v in self.buffers.items()})
+        return state
+
+    # --------------------------------------------------------------------------------------------- counting
+    def charge(self, images: int, backward: bool) -> None:
+        self.pending += images * (3 if backward else 1)
+
+    def watch(self, module: nn.Module):
+        """Charge every forward of `module` (returns the hook handle; remove it when the run ends)."""
+
+        def hook(mod, args):
+            x = args[0]
+            grad = torch.is_grad_enabled() and any(p.requires_grad for p in mod.parameters())
+            self.charge(x.shape[0], grad)
+
+        return module.register_forward_pre_hook(hook)
+
+    # --------------------------------------------------------------------------------------------- deciding
+    def _pass_marks(self, total: float, indivisible: bool) -> None:
+        while self.marks and total > self.marks[0]:
+            mark = self.marks.pop(0)
+            if self.on_mark is not None:
+                self.on_mark(mark, indivisible, total)
+
+    def commit(self) -> bool:
+        """Before an optimiser step: True (units committed) when spent + pending fits the limit; else the step is
+        not to be taken, the pending units are dropped and the run is marked `cut`."""
+        total = self.spent + self.pending
+        if self.cut or total > self.limit:  # not taken: its units are dropped, its forward's trace undone
+            self.cut, self.pending = True, 0
+            self._restore()
+            return False
+        self._pass_marks(total, False)
+        self.spent, self.pending = total, 0
+        self.steps += 1
+        self._snapshot()
+        return True
+
+    def settle(self) -> None:
+        """Commit indivisible work whole (no step follows it); past the limit it marks the run `over_budget`."""
+        total = self.spent + self.pending
+        self._pass_marks(total, True)
+        self.spent, self.pending = total, 0
+        self._snapshot()
+        if self.spent > self.limit:
+            self.over = True
+
+    def left(self) -> float:
+        return self.limit - self.spent
+
+    def exhausted(self) -> bool:
+        """Asked before a step: True once the limit is reached (the method is then `cut`: it wanted more)."""
+        if self.spent >= self.limit:
+            self.cut = True
+        return self.cut
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.t0
-
-    def exhausted(self) -> bool:
-        if self.elapsed() >= self.seconds:
-            self.cut = True
-        return self.cut
 
 
 @dataclass
 class Ctx:
     """Everything a method may use. Train rows are indices into `images` / `labels` (uint8 train images on the
     device). `unseen` = (uint8 images, labels) of held-out rows no evaluation scores (stage 01's `test_unseen`):
-    the only not-trained-on data a method may look at (the GANs' "real" distribution)."""
+    the only not-trained-on data a method may look at (the GANs' "real" distribution). `train_transform` is the
+    input pipeline the original was trained with (augmentation only if it had it; normalisation from its
+    checkpoint); `eval_transform` the same without augmentation."""
     track: str  # "vit" (class-wise) or "resnet" (sample-wise)
     images: torch.Tensor
     labels: torch.Tensor
@@ -58,69 +144,103 @@ class Ctx:
     teacher: nn.Module  # frozen original (eval mode, no grad): the model every method starts from
     fresh_model: Callable[[], nn.Module]  # a freshly initialised model of the same architecture, on the device
     num_classes: int
-    train_transform: Callable  # augmentation + normalisation of a uint8 batch (the track's training inputs)
-    eval_transform: Callable  # normalisation only
-    cfg: object  # the driver's UnlearnConfig subclass
+    train_transform: Callable
+    eval_transform: Callable
+    cfg: object  # the driver's config (UnlearnConfig + every method's settings)
     device: str
     gen: torch.Generator
-    budget: Budget
-    lr_override: float = 0.0  # set by the driver's --grid
+    budget: Budget = field(default_factory=Budget)
+    s: SimpleNamespace = field(default_factory=SimpleNamespace)  # the running method's settings
+    hooks: list = field(default_factory=list)
 
     # ------------------------------------------------------------------------------------------- batches
-    def loader(self, rows: torch.Tensor, batch_size: int | None = None, train: bool = True,
-               drop_last: bool = False) -> Iterator:
-        """One shuffled pass over `rows` (train transform by default)."""
-        return batches(self.images, self.labels, rows, batch_size or self.cfg.batch_size,
-                       self.train_transform if train else self.eval_transform, self.device, shuffle=True,
-                       drop_last=drop_last and len(rows) >= (batch_size or self.cfg.batch_size), generator=self.gen)
+    def loader(self, rows: torch.Tensor, batch_size: int, train: bool = True) -> Iterator:
+        """One shuffled pass over `rows` in full batches (the last, incomplete batch is dropped, as the original's
+        training did; a set smaller than one batch is one batch)."""
+        return batches(self.images, self.labels, rows, batch_size, self.train_transform if train else self.eval_transform,
+                       self.device, shuffle=True, drop_last=len(rows) >= batch_size, generator=self.gen)
 
-    def endless(self, rows: torch.Tensor, batch_size: int | None = None, train: bool = True) -> Iterator:
+    def endless(self, rows: torch.Tensor, batch_size: int, train: bool = True) -> Iterator:
         """Batches of `rows`, reshuffled on every pass, forever (a persistent iterator, as reference A's retain)."""
         while True:
             yield from self.loader(rows, batch_size, train)
 
-    def n_batches(self, rows: torch.Tensor, batch_size: int | None = None) -> int:
-        return num_batches(len(rows), batch_size or self.cfg.batch_size)
+    def steps_per_pass(self, rows: torch.Tensor, batch_size: int) -> int:
+        return max(len(rows) // batch_size, 1)
 
-    # ------------------------------------------------------------------------------------------- optimiser
-    def lr(self, method: str) -> float:
-        """The method's learning rate: --grid value > `<method>_lr` field (0 = unset) > `lr`."""
-        if self.lr_override > 0:
-            return self.lr_override
-        return getattr(self.cfg, f"{method}_lr", 0.0) or self.cfg.lr
+    def scan(self, rows: torch.Tensor, batch_size: int) -> Iterator:
+        """Every row once, unshuffled, eval inputs, the last batch kept (importance and saliency passes)."""
+        return batches(self.images, self.labels, rows, batch_size, self.eval_transform, self.device)
 
-    def sgd(self, params, method: str) -> torch.optim.Optimizer:
-        return torch.optim.SGD(params, lr=self.lr(method), momentum=self.cfg.momentum,
-                               weight_decay=self.cfg.weight_decay)
+    # ------------------------------------------------------------------------------------------- training
+    def sgd(self, params, s: SimpleNamespace | None = None) -> torch.optim.Optimizer:
+        s = s or self.s
+        return torch.optim.SGD(params, lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay)
+
+    def set_mode(self, model: nn.Module) -> nn.Module:
+        """The BatchNorm policy of gradient steps (`bn`; the reproductions set their reference's own mode)."""
+        return model.train(self.cfg.bn == "train")
+
+    def step(self, opt: torch.optim.Optimizer, loss: torch.Tensor, force: bool = False) -> bool:
+        """One optimiser step on `loss`, if the budget allows it (see `Budget.commit`); False = stop. `force`: a
+        method's smallest unit of work, taken even past the limit (`Budget.settle`: marked over budget)."""
+        if force:
+            self.budget.settle()
+            self.budget.steps += 1
+        elif not self.budget.commit():
+            return False
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return True
 
     def out_of_budget(self) -> bool:
         return self.budget.exhausted()
 
+    def make_fresh(self) -> nn.Module:
+        """`fresh_model()` with its forwards charged to the budget."""
+        m = self.fresh_model()
+        self.hooks.append(self.budget.watch(m))
+        return m
 
-def run_epochs(model: nn.Module, ctx: Ctx, rows: torch.Tensor, loss_fn: Callable, epochs: int,
-               opt: torch.optim.Optimizer, name: str) -> list[dict]:
-    """`epochs` passes of `loss_fn(model, x, y) -> (loss, logits)` over `rows` (shared epoch loop of
-    common.train), stopping early when the budget runs out."""
-    history = []
-    for epoch in range(1, epochs + 1):
-        if ctx.out_of_budget():
-            break
-        stats = train_epoch(model, ctx.loader(rows), opt, loss_fn, ctx.device, ctx.cfg.amp,
-                            total=ctx.n_batches(rows), desc=f"{name} {epoch}", stop=ctx.out_of_budget)
-        history.append(dict(epoch=epoch, **stats))
-    return history
+
+def fit_phases(ctx: Ctx, phases: list[tuple[int, float]]) -> list[int]:
+    """Lay a method's official schedule over what is left of the budget. `phases` = [(steps, units per step)] in
+    order (e.g. SCRUB: per epoch a max-pass and a min-pass). When the whole schedule fits it is kept; otherwise
+    every phase keeps its share of the steps: floor(steps x left / total), at least one step for a phase that has
+    any (the commit check still stops the run at the limit). A method that fits stops when its schedule ends."""
+    total = sum(n * u for n, u in phases)
+    left = ctx.budget.left()
+    if total <= left:
+        return [n for n, _ in phases]
+    f = left / total
+    return [max(1, math.floor(n * f)) if n else 0 for n, _ in phases]
+
+
+# ------------------------------------------------------------------------------------------------- settings
+def settings_of(cfg, name: str, registry: dict) -> SimpleNamespace:
+    """The resolved settings of method `name`: its config fields `<name>_<setting>`."""
+    return SimpleNamespace(**{k: getattr(cfg, f"{name}_{k}") for k in registry[name].SETTINGS})
 
 
 def check_config(cfg, registry: dict) -> list[str]:
     """Validate an UnlearnConfig before anything is read or written; returns the chosen method names."""
-    parse_grid(cfg.grid)
-    for name in ("budget", "epochs", "stage1_steps", "gan_steps", "critic_warmup", "lambda_retain", "lambda_gp"):
-        if getattr(cfg, name) < 0:
-            raise PipelineError(f"--{name.replace('_', '-')} must be >= 0, not {getattr(cfg, name)}")
-    for name in ("batch_size", "eval_batch_size", "gan_batch_size", "n_critic"):
-        if getattr(cfg, name) < 1:
-            raise PipelineError(f"--{name.replace('_', '-')} must be >= 1, not {getattr(cfg, name)}")
-    return chosen_methods(cfg.methods, registry)
+    if cfg.budget < 0:
+        raise PipelineError(f"--budget must be >= 0, not {cfg.budget}")
+    parse_budgets(cfg.budgets)
+    if cfg.bn not in BN_POLICIES:
+        raise PipelineError(f"--bn {cfg.bn!r}: use one of {', '.join(BN_POLICIES)}")
+    if cfg.eval_batch_size < 1:
+        raise PipelineError(f"--eval-batch-size must be >= 1, not {cfg.eval_batch_size}")
+    names = chosen_methods(cfg.methods, registry)
+    for name in registry:
+        for k, v in vars(settings_of(cfg, name, registry)).items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and v < 0:
+                raise PipelineError(f"--{name}-{k}".replace("_", "-") + f" must be >= 0, not {v}")
+            if (k == "batch_size" or k.endswith("_batch_size") or k.endswith("steps") and k != "stage1_steps") \
+                    and isinstance(v, int) and v < 1 and k != "msteps":
+                raise PipelineError(f"--{name}-{k}".replace("_", "-") + f" must be >= 1, not {v}")
+    return names
 
 
 def chosen_methods(spec: str, registry: dict) -> list[str]:
@@ -133,54 +253,176 @@ def chosen_methods(spec: str, registry: dict) -> list[str]:
     return names
 
 
-def parse_grid(spec: str) -> list[float]:
-    """`--grid lr=a,b,c` -> [a, b, c]; empty -> [] (no grid). Only the learning rate is searched."""
+def parse_budgets(spec: str) -> list[float]:
+    """`--budgets 0.05,0.1,1` -> sorted fractions of gold's cost; empty -> [] (no curve)."""
     if not spec.strip():
         return []
-    key, _, values = spec.partition("=")
     try:
-        lrs = [float(v) for v in values.split(",") if v.strip()]
+        values = sorted({float(v) for v in spec.split(",") if v.strip()})
     except ValueError:
-        lrs = []
-    if key.strip() != "lr" or not lrs or min(lrs) <= 0:
-        raise PipelineError(f"--grid {spec!r} is not of the form lr=a,b,c with positive values: e.g. --grid lr=1e-3,1e-2")
-    return lrs
+        values = []
+    if not values or min(values) <= 0:
+        raise PipelineError(f"--budgets {spec!r} is not a comma-separated list of positive fractions of gold's "
+                            "cost: e.g. --budgets 0.05,0.1,0.2,0.5,1")
+    return values
 
 
-def run_methods(names: list[str], registry: dict, model: nn.Module, ctx: Ctx, gold_seconds: float,
-                evaluate: Callable[[nn.Module], dict], selection_gap: Callable[[dict], float], save: Callable,
-                log) -> dict:
-    """Run each method from the same starting weights (model's current state) under the same budget.
+# ------------------------------------------------------------------------------------------------- runner
+def _run_once(name: str, registry: dict, model: nn.Module, initial: dict, ctx: Ctx, limit: float,
+              marks: list[float], on_mark: Callable | None) -> dict:
+    """One run of method `name` from `initial` weights under `limit` units. Every run draws the same random
+    streams (batch order, augmentation, dropout, GP): the generator and torch's seed are reset first."""
+    model.load_state_dict(initial)
+    ctx.gen = torch.Generator().manual_seed(ctx.cfg.seed)
+    torch.manual_seed(ctx.cfg.seed)
+    ctx.budget = Budget(limit, marks, on_mark)
+    ctx.s = settings_of(ctx.cfg, name, registry)
+    ctx.hooks = [ctx.budget.watch(model), ctx.budget.watch(ctx.teacher)]
+    ctx.budget.keep_buffers(model)
+    try:
+        history = registry[name].run(model, ctx)
+        ctx.budget.settle()  # forwards after the last step (none for most methods) are part of the cost
+    finally:
+        for h in ctx.hooks:
+            h.remove()
+        ctx.hooks = []
+    b = ctx.budget
+    return dict(units=int(b.spent), steps=b.steps, cut=b.cut, over_budget=b.over, seconds=round(b.elapsed(), 3),
+                history=history)
 
-    `evaluate(model) -> logits` is the one evaluation pass (not timed); `save(name, model, logits)` writes the
-    artefacts. With --grid, every lr candidate is run and the one with the smallest `selection_gap(logits)` (a
-    gap to gold on validation rows, never on reported test rows) is kept. Returns per method: seconds (the
-    method's own wall time, evaluation excluded), cut (stopped by the budget), lr, history, grid."""
+
+def run_methods(names: list[str], registry: dict, model: nn.Module, ctx: Ctx, gold_units: int,
+                evaluate: Callable[[nn.Module], dict], save: Callable, log, budgets: list[float] = (),
+                curve_point: Callable[[dict], dict] | None = None) -> tuple[dict, dict]:
+    """Run each method from the same starting weights (model's current state) under the same counted budget.
+
+    `evaluate(model) -> logits` is the one evaluation pass (not counted); `save(name, model, logits)` writes the
+    artefacts. With `budgets` (fractions of gold's cost), every method is also evaluated at each of them for the
+    trade-off curve, with the same settings at every budget: a method whose schedule does not depend on the
+    budget (`SCHEDULE = "fixed"`) runs once, at the largest budget, and its weights are evaluated at each budget
+    mark it passes; one whose schedule is laid out over the budget (`"budget"`) runs once per budget.
+    `curve_point(logits) -> figures` turns those logits into the curve's figures.
+    Returns ({name: run record with logits}, {name: [curve points]})."""
     initial = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    limit = ctx.cfg.budget * gold_seconds
-    results = {}
+    limit = ctx.cfg.budget * gold_units if ctx.cfg.budget > 0 else math.inf
+    results, curves = {}, {}
     for name in names:
-        tried, best = [], None
-        for lr in parse_grid(ctx.cfg.grid) or [0.0]:
-            model.load_state_dict(initial)
-            ctx.lr_override, ctx.gen, ctx.budget = lr, torch.Generator().manual_seed(ctx.cfg.seed), Budget(limit)
-            torch.manual_seed(ctx.cfg.seed)  # augmentation / dropout / GP draws: the same stream for every method
-            ctx.budget.start()
-            history = registry[name](model, ctx)
-            seconds = ctx.budget.elapsed()
-            logits = evaluate(model)
-            run = dict(lr=ctx.lr(name), seconds=round(seconds, 3), cut=ctx.budget.cut, history=history)
-            if lr > 0:
-                run["val_gap"] = selection_gap(logits)
-                tried.append({k: run[k] for k in ("lr", "val_gap", "seconds", "cut")})
-                log.log("grid", method=name, lr=run["lr"], val_gap=run["val_gap"], seconds=run["seconds"])
-            if best is None or run.get("val_gap", 0) < best[0].get("val_gap", 0):
-                best = (run, {k: v.detach().clone() for k, v in model.state_dict().items()}, logits)
-        run, state, logits = best
-        model.load_state_dict(state)
+        module = registry[name]
+        run = _run_once(name, registry, model, initial, ctx, limit, [], None)
+        logits = evaluate(model)
         save(name, model, logits)
-        results[name] = dict(run, grid=tried, logits=logits)
+        run.update(pct_of_gold=100.0 * run["units"] / gold_units, budget_units=limit if math.isfinite(limit) else None,
+                   settings=vars(ctx.s).copy(), source=module.SOURCE, bn=bn_of(module, ctx.cfg),
+                   epochs=epochs_done(run["history"]))
+        results[name] = dict(run, logits=logits)
         for h in run["history"]:
             log.log("step", echo=False, method=name, **h)
-        log.log("unlearned", method=name, lr=run["lr"], seconds=run["seconds"], cut=run["cut"])
-    return results
+        log.log("unlearned", method=name, units=run["units"], pct_of_gold=round(run["pct_of_gold"], 2),
+                steps=run["steps"], cut=run["cut"], over_budget=run["over_budget"], seconds=run["seconds"])
+        if budgets and curve_point is not None:
+            curves[name] = budget_curve(name, registry, model, initial, ctx, gold_units, budgets, evaluate,
+                                        curve_point, (run, logits))
+            model.load_state_dict(initial)
+    return results, curves
+
+
+def budget_curve(name, registry, model, initial, ctx, gold_units, budgets, evaluate, curve_point, main) -> list[dict]:
+    """The method's figures at each budget fraction (see run_methods); `main` = (run record, logits) of the run at
+    the default budget, reused by a method whose result does not depend on the budget (`SCHEDULE = "once"`)."""
+    points = []
+
+    def point(fraction, units, cut, over, logits=None):
+        figs = curve_point(logits if logits is not None else evaluate(model))
+        points.append(dict(budget=fraction, units=int(units), pct_of_gold=100.0 * units / gold_units, cut=bool(cut),
+                           over_budget=bool(over), **figs))
+
+    schedule = registry[name].SCHEDULE
+    if schedule == "once":
+        run, logits = main
+        for fraction in budgets:
+            point(fraction, run["units"], False, run["units"] > fraction * gold_units, logits)
+    elif schedule == "fixed":
+        limits = {b * gold_units: b for b in budgets}
+        top = max(limits)
+        saved = {}
+
+        def on_mark(mark, indivisible, total):  # the state before the first step past `mark`, evaluated later
+            units = total if indivisible else ctx.budget.spent  # indivisible work is done whole at that budget
+            state = ({k: v.detach().clone() for k, v in model.state_dict().items()} if indivisible
+                     else ctx.budget.committed_state())  # a step's forward has already moved BN statistics
+            saved[mark] = (state, units, indivisible)
+
+        run = _run_once(name, registry, model, initial, ctx, top, list(limits), on_mark)
+        final = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        for mark, fraction in sorted(limits.items()):
+            if mark in saved:
+                state, units, indivisible = saved[mark]
+                model.load_state_dict(state)
+                # a mark passed inside indivisible set-up work: that budget runs the set-up whole and no step
+                point(fraction, units, not indivisible, indivisible)
+            else:  # finished (or stopped) within this budget: the final weights
+                model.load_state_dict(final)
+                point(fraction, run["units"], run["cut"], run["over_budget"])
+    else:
+        for fraction in budgets:
+            run = _run_once(name, registry, model, initial, ctx, fraction * gold_units, [], None)
+            point(fraction, run["units"], run["cut"], run["over_budget"])
+    return points
+
+
+def reproduce(cfg, registry: dict, model: nn.Module, ctx: Ctx, gold_units: int, evaluate: Callable,
+              figures: Callable[[dict], dict], log) -> dict:
+    """The references' methods named in `--reproduce`, run with no budget as the references ran them (the paper
+    profile); {name: figures, units, pct_of_gold, steps, seconds}. The comparison table uses the budgeted runs."""
+    names = chosen_methods(cfg.reproduce, registry) if cfg.reproduce.strip() else []
+    initial = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    out = {}
+    for name in names:
+        run = _run_once(name, registry, model, initial, ctx, math.inf, [], None)
+        out[name] = dict(figures(evaluate(model)), units=run["units"], pct_of_gold=100.0 * run["units"] / gold_units,
+                         steps=run["steps"], seconds=run["seconds"], settings=vars(ctx.s).copy())
+        log.log("reproduced", method=name, units=run["units"], steps=run["steps"], seconds=run["seconds"])
+    model.load_state_dict(initial)
+    return out
+
+
+def bn_of(module, cfg) -> str:
+    """The BatchNorm mode of the method's gradient steps: its reference's own mode, or the harness policy."""
+    return getattr(module, "BN", None) or cfg.bn
+
+
+def epochs_done(history: list[dict]) -> float:
+    """Epochs of the method's own schedule that it ran (fractional when cut): the last history row's `epoch`
+    scaled by the share of that epoch's steps taken, when the method records it; else the number of epoch rows."""
+    rows = [h for h in history if "epoch" in h]
+    if not rows:
+        return 0.0
+    last = rows[-1]
+    frac = last.get("epoch_fraction", 1.0)
+    return float(last["epoch"] - 1 + frac)
+
+
+# ------------------------------------------------------------------------------------------------- config
+def with_method_settings(base: type, track: str, registry: dict) -> type:
+    """`base` (an UnlearnConfig dataclass) extended by every method's settings as fields `<method>_<setting>`
+    (so `--<method>-<setting> value` overrides work, unknown names are errors and --help lists them). The
+    class's `preset(profile)` merges the base presets with each method file's PRESETS for this track:
+    keys "<track>", "<profile>" and "<track>/<profile>", later ones winning."""
+    from common.config import PRESETS
+
+    fields = [(f"{name}_{k}", type(v), dataclasses.field(default=v))
+              for name, mod in registry.items() for k, v in mod.SETTINGS.items()]
+    cls = dataclasses.make_dataclass(base.__name__, fields, bases=(base,))
+    cls.__module__ = base.__module__
+
+    def preset(profile: str) -> dict:
+        values = dict(PRESETS.get(base, {}).get(profile, {}))
+        for name, mod in registry.items():
+            presets = getattr(mod, "PRESETS", {})
+            for key in (track, profile, f"{track}/{profile}"):
+                values.update({f"{name}_{k}": v for k, v in presets.get(key, {}).items()})
+        return values
+
+    cls.preset = staticmethod(preset)
+    cls.track = track
+    return cls

@@ -12,9 +12,11 @@ from pathlib import Path
 import pandas as pd
 
 REPO = Path(__file__).resolve().parent.parent
-HEADLINE = {"vit": ("acc_forget_train", "acc_retain_train", "acc_test_retain", "avg_gap", "seconds",
+# pct_of_gold: the counted compute as % of gold's training cost; stage 07 derives it for every model with units
+# (original and gold_2 from stages 02/03 included), so no model may lack it.
+HEADLINE = {"vit": ("acc_forget_train", "acc_retain_train", "acc_test_retain", "avg_gap", "pct_of_gold",
                     "jsd_gold_test_forget", "attack_mia_efficacy"),
-            "resnet": ("acc_forget", "acc_retain", "acc_test", "avg_gap", "seconds", "attack_mia_efficacy",
+            "resnet": ("acc_forget", "acc_retain", "acc_test", "avg_gap", "pct_of_gold", "attack_mia_efficacy",
                        "attack_loss_forget_auc")}
 
 

@@ -176,14 +176,24 @@ def test_saved_bytes_are_reproducible_and_json_is_strict(tmp_path):
 
 # ------------------------------------------------------------------------------------------------ Makefile
 def _imports(path: Path) -> set[str]:
-    """common/ modules a file imports directly (from common.x import ..., from common import x)."""
+    """common/ files a file imports directly (from common.x[.y] import ..., from common[.x] import y). A package
+    (common/methods/) counts as every file in it: its __init__ imports each method file it finds."""
     import re
 
+    repo = Path(C.__file__).resolve().parent.parent
     text = path.read_text()
-    mods = set(re.findall(r"^from common\.(\w+) import", text, re.M))
-    for names in re.findall(r"^from common import ([\w, ]+)", text, re.M):
-        mods |= {n.strip() for n in names.split(",")}
-    return {f"common/{m}.py" for m in mods}
+    mods = set(re.findall(r"^\s*from common\.([\w.]+) import", text, re.M))
+    for pkg, names in re.findall(r"^\s*from common(\.[\w.]+)? import ([\w, ]+)", text, re.M):
+        base = pkg.lstrip(".")
+        mods |= {f"{base}.{n.strip()}" if base else n.strip() for n in names.split(",")}
+    out = set()
+    for m in mods:
+        rel = Path("common", *m.split("."))
+        if (repo / rel).is_dir():
+            out |= {str(p.relative_to(repo)) for p in (repo / rel).glob("*.py")}
+        elif (repo / rel.with_suffix(".py")).is_file():
+            out.add(str(rel.with_suffix(".py")))
+    return out
 
 
 def test_makefile_stage_dependencies_match_imports():
@@ -196,8 +206,12 @@ def test_makefile_stage_dependencies_match_imports():
     var = dict(re.findall(r"^(C_\w+)\s*:=\s*(.*)$", make, re.M))
 
     def expand(text):
+        text = re.sub(r"\$\(sort \$\(wildcard ([^)]+)\)\)",
+                      lambda m: " ".join(str(p.relative_to(repo)) for p in repo.glob(m.group(1))), text)
         while "$(" in text:
             text = re.sub(r"\$\((C_\w+)\)", lambda m: var[m.group(1)], text)
+            text = re.sub(r"\$\(sort \$\(wildcard ([^)]+)\)\)",
+                          lambda m: " ".join(str(p.relative_to(repo)) for p in repo.glob(m.group(1))), text)
         return set(text.split())
 
     for script in sorted(repo.glob("0[1-7]_*.py")):

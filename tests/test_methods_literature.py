@@ -1,22 +1,29 @@
-"""The literature's unlearning methods of common/methods.py (NegGrad+, random labels, SalUn, l1-sparse, SCRUB,
-Bad Teacher, SSD) on tiny hand-made models and 8x8 random images: the parts that can be checked exactly (SalUn's
-mask and frozen weights, wrong labels, SSD's selection and dampening factor, the l1 schedule, the NegGrad+ loss),
-plus every method running on both tracks' kinds of model and stopping at once when the budget is spent."""
+"""The unlearning methods of common/methods/ (one file per method) on tiny hand-made models and 8x8 random images:
+the parts that can be checked exactly (SalUn's mask, frozen weights and momentum, random labels, SSD's selection
+and dampening factor, the l1 schedule, the NegGrad+ loss, SCRUB's and Bad Teacher's losses and schedules,
+`fit_phases`), every method's declared cost (`units_per_step`) against the counted units, every method running on
+both tracks' kinds of model, and stopping before the step that would pass the budget."""
 import copy
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.optim.optimizer import register_optimizer_step_pre_hook
 
-import common.methods as M
+import common.unlearn as U
 from common.config import UnlearnConfig
-from common.unlearn import Budget, Ctx
+from common.methods import METHODS
+from common.methods import _base, bad_teacher, l1_sparse, neggrad_plus, random_label, salun, ssd
+from common.unlearn import Budget, Ctx, _run_once, fit_phases, settings_of, with_method_settings
 
 C = 3  # classes
-N, N_FORGET = 24, 6  # rows; the first N_FORGET are the forget rows
-LITERATURE = ("neggrad_plus", "random_label", "salun", "l1_sparse", "scrub", "bad_teacher", "ssd")
+N, N_FORGET = 24, 6  # rows; the first N_FORGET are the forget rows (forget 6 < retain 18)
+Config = with_method_settings(UnlearnConfig, "resnet", METHODS)
+# Bad Teacher's official loss is F.kl_div's default reduction "mean" on purpose (torch warns about it)
+pytestmark = pytest.mark.filterwarnings("ignore:reduction. 'mean' divides the total loss:UserWarning")
 
 
 class TinyConvNet(nn.Module):
@@ -49,21 +56,30 @@ def one_thread():
     torch.set_num_threads(n)
 
 
-def make_ctx(make_model=TinyConvNet, seed=0, budget=0.0, **cfg):
-    """(model, ctx): random uint8 8x8 images, labels 0, 1, 2, 0, ...; the model starts as a copy of the teacher."""
+def make_ctx(make_model=TinyConvNet, seed=0, method=None, **cfg):
+    """(model, ctx): random uint8 8x8 images, labels 0, 1, 2, 0, ...; the model starts as a copy of the teacher.
+    `cfg`: config fields (`<method>_<setting>` overrides); `method`: fill ctx.s with that method's settings (for
+    calling a method's helpers directly; `_run_once` sets it itself)."""
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
     images = torch.randint(0, 256, (N, 3, 8, 8), dtype=torch.uint8, generator=g)
     labels = torch.arange(N) % C
     teacher = make_model().eval().requires_grad_(False)
     model = copy.deepcopy(teacher).requires_grad_(True)
-    config = UnlearnConfig(**{**dict(device="cpu", amp=False, batch_size=8, epochs=1, lr=1e-2), **cfg})
+    config = Config(**{**dict(device="cpu", amp=False, seed=seed), **cfg})
     ctx = Ctx(track="resnet", images=images, labels=labels, forget=torch.arange(N_FORGET),
               retain=torch.arange(N_FORGET, N), unseen=(images[:4], labels[:4]), teacher=teacher,
               fresh_model=make_model, num_classes=C, train_transform=lambda x: x.float() / 255,
               eval_transform=lambda x: x.float() / 255, cfg=config, device="cpu",
-              gen=torch.Generator().manual_seed(seed), budget=Budget(budget))
+              gen=torch.Generator().manual_seed(seed), budget=Budget(0))
+    if method is not None:
+        ctx.s = settings_of(config, method, METHODS)
     return model, ctx
+
+
+def run(name, model, ctx, limit=0.0):
+    """The harness's runner: same start, seeds reset, forwards of model and teacher counted, `limit` units."""
+    return _run_once(name, METHODS, model, state(model), ctx, limit, [], None)
 
 
 def inputs(ctx, rows):
@@ -81,11 +97,53 @@ def state(model):
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
+def row_of(ctx):
+    """Input tensor (a batch row, as the transforms give it) -> its train row index (the random images are unique)."""
+    table = {bytes(ctx.images[i].flatten().tolist()): i for i in range(len(ctx.images))}
+    assert len(table) == len(ctx.images)
+    return lambda x: [table[bytes((r * 255).round().to(torch.uint8).flatten().tolist())] for r in x]
+
+
+def record_inputs(module, sink):
+    """Log the input batch of every forward of `module` (a forward pre-hook; returns the handle)."""
+    return module.register_forward_pre_hook(lambda m, args: sink.append(args[0]))
+
+
+# ------------------------------------------------------------------------------------------------ fit_phases
+def test_fit_phases_keeps_a_schedule_that_fits():
+    phases = [(3, 10.0), (0, 5.0), (2, 7.0)]  # 44 units
+    for limit in (0, 44, 45, 1e9):  # 0 = unlimited
+        assert fit_phases(SimpleNamespace(budget=Budget(limit)), phases) == [3, 0, 2]
+
+
+def test_fit_phases_keeps_proportions_when_the_schedule_does_not_fit():
+    # 400 units into 200: every phase gets half its steps (floor), an empty phase stays empty
+    assert fit_phases(SimpleNamespace(budget=Budget(200)), [(100, 1.0), (0, 9.0), (300, 1.0)]) == [50, 0, 150]
+    # 93 units into 31 (a third): floor(10/3) = 3, floor(20/3) = 6, floor(1/3) = 0 -> at least 1
+    assert fit_phases(SimpleNamespace(budget=Budget(31)), [(10, 3.0), (20, 3.0), (1, 3.0), (0, 3.0)]) == [3, 6, 1, 0]
+    # what is LEFT of the budget counts: 100 units, 60 already spent -> 40 for a 100-unit schedule
+    b = Budget(100)
+    b.spent = 60
+    assert fit_phases(SimpleNamespace(budget=b), [(5, 10.0), (5, 10.0)]) == [2, 2]
+    # far too little: one step per non-empty phase (the commit check then stops the run at the limit)
+    assert fit_phases(SimpleNamespace(budget=Budget(1)), [(7, 10.0), (0, 1.0), (3, 10.0)]) == [1, 0, 1]
+
+
+# ------------------------------------------------------------------------------------------------ Ctx.loader
+def test_loader_drops_the_incomplete_last_batch_only_when_there_is_a_full_one():
+    _, ctx = make_ctx()
+    sizes = lambda rows, b: [len(x) for x, _ in ctx.loader(rows, b)]  # noqa: E731
+    assert sizes(ctx.retain, 8) == [8, 8]  # 18 rows: the last 2 dropped
+    assert sizes(ctx.retain, 6) == [6, 6, 6]
+    assert sizes(ctx.forget, 8) == [6]  # fewer rows than one batch: one batch of them all
+    assert ctx.steps_per_pass(ctx.retain, 8) == 2 and ctx.steps_per_pass(ctx.forget, 8) == 1
+
+
 # ------------------------------------------------------------------------------------------------------ SalUn
 @pytest.mark.parametrize("fraction", [0.1, 0.5, 0.9])
 def test_saliency_mask_keeps_exactly_the_fraction_of_largest_forget_gradients(fraction):
-    model, ctx = make_ctx(batch_size=64)  # one forget batch: the hand gradient below is the same sum
-    mask = M.saliency_mask(model, ctx, fraction)
+    model, ctx = make_ctx(method="salun", salun_batch_size=64)  # one forget batch: the hand gradient is the same sum
+    mask = salun.saliency_mask(model, ctx, fraction)
     names = [n for n, _ in model.named_parameters()]
     assert list(mask) == names
     keep = torch.cat([mask[n].flatten() for n in names])
@@ -95,51 +153,96 @@ def test_saliency_mask_keeps_exactly_the_fraction_of_largest_forget_gradients(fr
     assert scores[keep].min() >= scores[~keep].max() * (1 - 1e-5)  # the kept weights are the most salient
 
 
-def test_salun_updates_only_masked_weights(monkeypatch):
-    model, ctx = make_ctx(epochs=2, lr=0.1, momentum=0.9, weight_decay=5e-3)  # decay moves zero-grad weights
-    seen = {}
+def test_salun_updates_only_masked_weights_and_zeroes_their_momentum(monkeypatch):
+    model, ctx = make_ctx(salun_epochs=2, salun_lr=0.1, salun_momentum=0.9, salun_weight_decay=5e-3,
+                          salun_batch_size=8)  # weight decay moves zero-gradient weights
+    seen, opts = {}, []
+    real_mask, real_sgd = salun.saliency_mask, ctx.sgd
 
     def spy(model, ctx, fraction):
         seen.update(real_mask(model, ctx, fraction))
         return seen
 
-    real_mask = M.saliency_mask
-    monkeypatch.setattr(M, "saliency_mask", spy)
+    monkeypatch.setattr(salun, "saliency_mask", spy)
+    ctx.sgd = lambda params, s=None: opts.append(real_sgd(params, s)) or opts[-1]
     before = state(model)
-    history = M.salun(model, ctx)
+    r = run("salun", model, ctx)
+    history = r["history"]
     total = sum(m.numel() for m in seen.values())
     assert history[0]["mask_fraction"] == int(total * 0.5) / total
-    changed_inside = 0
+    assert r["steps"] == 2 * 3  # per epoch 1 forget batch (6 rows) + 18 // 8 retain batches
+    (opt,) = opts
+    changed_inside = moving_inside = 0
     for name, p in model.named_parameters():
-        moved = p.detach() != before[name]
-        assert not moved[~seen[name]].any(), f"{name}: a weight outside the mask changed"
-        changed_inside += int(moved[seen[name]].sum())
-    assert changed_inside > 0
+        moved, m = p.detach() != before[name], seen[name]
+        assert not moved[~m].any(), f"{name}: a weight outside the mask changed"
+        buf = opt.state[p]["momentum_buffer"]
+        assert (buf[~m] == 0).all(), f"{name}: momentum left on weights outside the mask"
+        changed_inside += int(moved[m].sum())
+        moving_inside += int((buf[m] != 0).sum())
+    assert changed_inside > 0 and moving_inside > 0
 
 
 # ------------------------------------------------------------------------------------------------ random labels
-def test_wrong_labels_are_never_the_true_label_and_cover_the_others():
-    y = torch.arange(C).repeat(400)
-    w = M.wrong_labels(y, C, torch.Generator().manual_seed(0))
+def test_random_labels_are_drawn_from_all_classes_including_the_true_one():
+    y = torch.arange(C).repeat(3000)
+    w = random_label.random_labels(y, C, torch.Generator().manual_seed(0))
+    assert w.shape == y.shape and w.dtype == torch.int64
     assert ((w >= 0) & (w < C)).all()
-    assert (w != y).all()
-    for c in range(C):  # every wrong class is drawn for every true class
-        assert set(w[y == c].tolist()) == set(range(C)) - {c}
+    for c in range(C):  # every class is drawn for every true class, the true one included
+        assert set(w[y == c].tolist()) == set(range(C))
+    assert abs((w == y).float().mean().item() - 1 / C) < 0.03  # the true label with probability ~1/C (sd 0.005)
+    w2 = random_label.random_labels(y, C, torch.Generator().manual_seed(1))
+    assert not torch.equal(w, w2)  # a fresh draw per call
 
 
-@pytest.mark.parametrize("mixed", [False, True])
-def test_random_label_relabels_only_forget_rows_each_epoch(monkeypatch, mixed):
-    model, ctx = make_ctx(epochs=2, random_label_mixed=mixed)
-    views = []
-    real = M.relabel_forget
-    monkeypatch.setattr(M, "relabel_forget", lambda c: views.append(real(c)) or views[-1])
-    history = M.random_label(model, ctx)
-    assert len(views) == 2  # fresh labels per epoch
-    for v in views:
-        assert (v.labels[ctx.forget] != ctx.labels[ctx.forget]).all()
-        assert torch.equal(v.labels[ctx.retain], ctx.labels[ctx.retain])
-    # sequential: ceil(6/8) forget + ceil(18/8) retain batches per epoch; mixed: ceil(24/8)
-    assert [h["steps"] for h in history] == ([3, 3] if mixed else [4, 4])
+@pytest.mark.parametrize("mixed", [False, True], ids=["sequential", "mixed"])
+def test_random_label_relabels_only_forget_rows_redrawn_every_time(monkeypatch, mixed):
+    epochs = 4
+    model, ctx = make_ctx(random_label_epochs=epochs, random_label_batch_size=8, random_label_mixed=mixed)
+    xs, targets, draws = [], [], []
+    real_ce, real_draw = F.cross_entropy, random_label.random_labels
+    monkeypatch.setattr(F, "cross_entropy", lambda z, y, *a, **k: targets.append(y.clone()) or real_ce(z, y, *a, **k))
+    monkeypatch.setattr(random_label, "random_labels", lambda y, c, g: draws.append(real_draw(y, c, g)) or draws[-1])
+    hook = record_inputs(model, xs)
+    try:
+        history = run("random_label", model, ctx)["history"]
+    finally:
+        hook.remove()
+    # sequential: 1 forget batch (6 rows < 8) + 18 // 8 retain batches per epoch; mixed: 24 // 8
+    assert [h["steps"] for h in history] == [3] * epochs
+    assert len(xs) == len(targets) == 3 * epochs  # one forward, one CE per step
+    rows_of = row_of(ctx)
+    forget, seen_true, labels_of = set(ctx.forget.tolist()), 0, {}
+    for x, y in zip(xs, targets):
+        rows = rows_of(x)
+        is_f = torch.tensor([r in forget for r in rows])
+        true = ctx.labels[rows]
+        assert torch.equal(y[~is_f], true[~is_f])  # retain rows keep their labels
+        assert ((y[is_f] >= 0) & (y[is_f] < C)).all()
+        seen_true += int((y[is_f] == true[is_f]).sum())
+        for r, label in zip(rows, y.tolist()):
+            if r in forget:
+                labels_of.setdefault(r, []).append(label)
+        if not mixed:  # a batch is all forget or all retain rows
+            assert is_f.all() or not is_f.any()
+    # random labels are redrawn: once per forget batch (sequential) or once per pass (mixed)
+    assert len(draws) == epochs
+    assert all(len(v) == epochs for v in labels_of.values()) and len(labels_of) == N_FORGET
+    assert any(len(set(v)) > 1 for v in labels_of.values())  # a row's label changes between draws
+    assert seen_true > 0  # the true label is among the draws (from all classes; P(no hit) = (2/3)^24 here)
+
+
+def test_random_label_lays_its_schedule_over_a_small_budget():
+    """Batch 8: per epoch one forget step (6 rows: 3 x 6 units) and 18 // 8 = 2 retain steps (3 x 8 units each), 66
+    units; 4 epochs = 264. At 240 units the schedule does not fit, so `fit_phases` must lay it out (1 forget + 1
+    retain step per epoch, 168 units) and the run ends with its schedule, not cut in its last epoch."""
+    model, ctx = make_ctx(random_label_epochs=4, random_label_batch_size=8)
+    full = run("random_label", model, ctx)
+    assert (full["steps"], full["units"]) == (12, 264)
+    r = run("random_label", model, ctx, limit=240)
+    assert [h["steps"] for h in r["history"]] == [2, 2, 2, 2]
+    assert (r["units"], r["cut"]) == (168, False)
 
 
 # ------------------------------------------------------------------------------------------------------ SSD
@@ -147,21 +250,31 @@ def test_ssd_dampen_on_hand_made_importances():
     f = [torch.tensor([0.0, 5.0, 30.0, 1.0, 2.0])]  # forget importance
     a = [torch.tensor([1.0, 1.0, 1.0, 0.0, 1.0])]  # all-rows importance; selected (alpha 2): f > 2a
     p = [torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0])]
-    assert M.ssd_dampen(p, f, a, alpha=2.0, lam=1.0) == 3
+    assert ssd.dampen(p, f, a, alpha=2.0, lam=1.0) == 3
     assert torch.equal(p[0], torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0]) * torch.tensor([1.0, 1 / 5, 1 / 30, 0.0, 1.0]))
     p = [torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0])]  # lambda 10: beta = min(10 a / f, 1), never above 1
-    assert M.ssd_dampen(p, f, a, alpha=2.0, lam=10.0) == 3
+    assert ssd.dampen(p, f, a, alpha=2.0, lam=10.0) == 3
     assert torch.equal(p[0], torch.tensor([1.0, 2.0, 3.0 * (10 / 30), 0.0, 5.0]))
+
+
+def test_ssd_importances_are_batch_mean_squared_gradients():
+    model, ctx = make_ctx(method="ssd", ssd_batch_size=3)  # forget rows in two batches of 3
+    imp = ssd.importances(model.eval(), ctx, ctx.forget)
+    g1 = ce_gradients(model, ctx, ctx.forget[:3])
+    g2 = ce_gradients(model, ctx, ctx.forget[3:])
+    for i, a, b in zip(imp, g1, g2):
+        assert torch.allclose(i, (a.square() + b.square()) / 2, rtol=1e-5, atol=1e-12)
 
 
 def test_ssd_dampens_exactly_the_selected_weights_and_takes_no_step(monkeypatch):
     alpha, lam = 1.5, 1.0
-    model, ctx = make_ctx(batch_size=64, ssd_alpha=alpha, ssd_lambda=lam)  # one batch per importance pass
+    model, ctx = make_ctx(ssd_batch_size=64, ssd_alpha=alpha, ssd_lam=lam)  # one batch per importance pass
     monkeypatch.setattr(ctx, "sgd", lambda *a, **k: pytest.fail("SSD built an optimiser"))
+    monkeypatch.setattr(ctx, "step", lambda *a, **k: pytest.fail("SSD took a step"))
     imp_f = [g.square() for g in ce_gradients(model, ctx, ctx.forget)]
-    imp_a = [g.square() for g in ce_gradients(model, ctx, torch.arange(N))]
+    imp_a = [g.square() for g in ce_gradients(model, ctx, torch.arange(N))]  # forget + all retain (fraction 1)
     before = state(model)
-    history = M.ssd(model, ctx)
+    r = run("ssd", model, ctx)
     after = model.state_dict()
     for k in ("bn.running_mean", "bn.running_var", "bn.num_batches_tracked"):  # eval mode: statistics untouched
         assert torch.equal(after[k], before[k])
@@ -175,39 +288,66 @@ def test_ssd_dampens_exactly_the_selected_weights_and_takes_no_step(monkeypatch)
         assert torch.equal(new[~sel & clear], old[~sel & clear]), name
         n_sel, n_kept = n_sel + int(sel.sum()), n_kept + int((~sel & clear).sum())
     assert n_sel > 0 and n_kept > 0
-    assert history[0]["dampened"] >= n_sel and history[0]["forget_batches"] == history[0]["all_batches"] == 1
+    (h,) = r["history"]
+    total = sum(p.numel() for p in model.parameters())
+    assert h["dampened"] >= n_sel and h["dampened_fraction"] == h["dampened"] / total
+    assert r["steps"] == 0 and r["units"] == 3 * (N_FORGET + N)  # two gradient passes: forget, then all rows
 
 
 # ------------------------------------------------------------------------------------------------- l1-sparse
 def test_l1_coefficient_decays_linearly_to_zero():
     alpha, epochs = 1e-4, 4
-    values = [M.l1_coefficient(alpha, e, epochs) for e in range(epochs + 1)]
+    values = [l1_sparse.l1_coefficient(alpha, e, epochs) for e in range(epochs + 1)]
     assert values[0] == alpha and values[-1] == 0.0
     steps = [b - a for a, b in zip(values, values[1:])]
     assert all(math.isclose(s, -alpha / epochs, rel_tol=1e-9) for s in steps)
 
 
 def test_l1_sparse_uses_the_schedule_per_epoch():
-    model, ctx = make_ctx(epochs=3, l1_sparse_alpha=1e-3)
-    history = M.l1_sparse(model, ctx)
+    model, ctx = make_ctx(l1_sparse_epochs=3, l1_sparse_alpha=1e-3, l1_sparse_batch_size=8)
+    history = run("l1_sparse", model, ctx)["history"]
     assert [h["l1_coef"] for h in history] == pytest.approx([1e-3, 2e-3 / 3, 1e-3 / 3])
-    assert all(h["steps"] == 3 for h in history)
+    assert all(h["steps"] == 2 for h in history)  # 18 retain rows // 8
     assert history[0]["loss"] == pytest.approx(history[0]["ce"] + 1e-3 * history[0]["l1_norm"], rel=1e-2)
+
+
+def test_l1_sparse_lays_all_epochs_coefficients_over_a_small_budget():
+    alpha, epochs = 1e-3, 4
+    model, ctx = make_ctx(l1_sparse_epochs=epochs, l1_sparse_alpha=alpha, l1_sparse_batch_size=4)
+    full = run("l1_sparse", model, ctx)  # 4 epochs x 18 // 4 = 16 steps of 3 x 4 units
+    assert full["steps"] == 16 and full["units"] == 16 * 12
+    r = run("l1_sparse", model, ctx, limit=100)  # about half: 2 steps per epoch (96 units)
+    history = r["history"]
+    assert [h["l1_coef"] for h in history] == pytest.approx([alpha * (1 - e / epochs) for e in range(epochs)])
+    assert history[-1]["l1_coef"] == pytest.approx(alpha / epochs)  # the decay reaches its last epoch
+    assert [h["steps"] for h in history] == [2] * epochs
+    assert (r["steps"], r["units"], r["cut"], r["over_budget"]) == (8, 96, False, False)
 
 
 # ------------------------------------------------------------------------------------------------- NegGrad+
 def test_neggrad_plus_loss_on_known_logits():
     z_r, y_r = torch.zeros(1, C), torch.tensor([0])  # CE = log 3
     z_f, y_f = torch.tensor([[2.0, 0.0, 0.0]]), torch.tensor([0])  # CE = log(1 + 2 e^-2)
-    t = M.neggrad_plus_terms(z_r, y_r, z_f, y_f, beta=0.9)
+    t = neggrad_plus.neggrad_plus_terms(z_r, y_r, z_f, y_f, beta=0.9)
     assert t["loss"].item() == pytest.approx(0.9 * math.log(3) - 0.1 * math.log(1 + 2 * math.exp(-2)), rel=1e-6)
-    assert M.neggrad_plus_terms(z_r, y_r, z_f, y_f, beta=1.0)["loss"].item() == pytest.approx(math.log(3))
+    assert t["retain_ce"].item() == pytest.approx(math.log(3))
+    assert neggrad_plus.neggrad_plus_terms(z_r, y_r, z_f, y_f, beta=1.0)["loss"].item() == pytest.approx(math.log(3))
 
 
 def test_neggrad_plus_pairs_every_retain_batch_with_a_forget_batch():
-    model, ctx = make_ctx(epochs=2, neggrad_plus_beta=0.5)
-    history = M.neggrad_plus(model, ctx)
-    assert [h["steps"] for h in history] == [3, 3]  # ceil(18 retain / 8); the one forget batch cycles
+    model, ctx = make_ctx(neggrad_plus_epochs=2, neggrad_plus_beta=0.5, neggrad_plus_batch_size=8,
+                          neggrad_plus_forget_batch_size=4)
+    xs = []
+    hook = record_inputs(model, xs)
+    try:
+        history = run("neggrad_plus", model, ctx)["history"]
+    finally:
+        hook.remove()
+    assert [h["steps"] for h in history] == [2, 2]  # 18 retain // 8; the one full forget batch (6 // 4) cycles
+    assert [len(x) for x in xs] == [8, 4] * 4  # each step: a retain batch, then the next forget batch
+    rows_of, forget = row_of(ctx), set(ctx.forget.tolist())
+    assert all(all(r not in forget for r in rows_of(xr)) and all(r in forget for r in rows_of(xf))
+               for xr, xf in zip(xs[::2], xs[1::2]))
     assert history[0]["loss"] == pytest.approx(0.5 * history[0]["retain_ce"] - 0.5 * history[0]["forget_ce"])
 
 
@@ -216,15 +356,65 @@ def test_kl_div_t_is_the_temperature_scaled_batch_mean_kl():
     s, t, T = torch.tensor([[1.0, 0.0, -1.0], [0.0, 0.0, 0.0]]), torch.tensor([[0.0, 2.0, 0.0], [1.0, 1.0, 1.0]]), 2.0
     p_t, p_s = torch.softmax(t / T, 1), torch.softmax(s / T, 1)
     expected = (p_t * (p_t.log() - p_s.log())).sum(1).mean() * T * T
-    assert M.kl_div_t(s, t, T).item() == pytest.approx(expected.item(), rel=1e-6)
-    assert M.kl_div_t(t, t, T).item() == pytest.approx(0.0, abs=1e-7)
+    assert _base.kl_div_t(s, t, T).item() == pytest.approx(expected.item(), rel=1e-6)
+    assert _base.kl_div_t(t, t, T).item() == pytest.approx(0.0, abs=1e-7)
 
 
-def test_scrub_max_steps_only_in_the_first_msteps_epochs():
-    model, ctx = make_ctx(epochs=3, scrub_msteps=2, scrub_forget_batch_size=4)
-    history = M.scrub(model, ctx)
-    assert [h.get("max_steps", 0) for h in history] == [2, 2, 0]  # ceil(6 forget / 4)
-    assert [h["min_steps"] for h in history] == [3, 3, 3]
+def test_bad_teacher_official_kl_is_torch_kl_div_mean_without_t_squared():
+    s, t = torch.tensor([[1.0, 0.0, -1.0], [0.0, 0.0, 0.0]]), torch.tensor([[0.0, 2.0, 0.0], [1.0, 1.0, 1.0]])
+    for T in (1.0, 2.0):
+        p_t, p_s = torch.softmax(t / T, 1), torch.softmax(s / T, 1)
+        per_row = (p_t * (p_t.log() - p_s.log())).sum(1)
+        got = bad_teacher.official_kl(s, t, T)
+        assert got.item() == pytest.approx(per_row.mean().item() / C, rel=1e-6)  # rows x classes mean, no T^2
+        ref = F.kl_div(torch.log_softmax(s / T, 1), torch.softmax(t / T, 1), reduction="mean")
+        assert got.item() == pytest.approx(ref.item(), rel=1e-6)
+    assert bad_teacher.official_kl(t, t, 1.0).item() == pytest.approx(0.0, abs=1e-7)
+
+
+def test_scrub_max_steps_only_in_the_first_msteps_epochs_and_lr_decays():
+    lr = 1e-2
+    model, ctx = make_ctx(scrub_epochs=6, scrub_msteps=2, scrub_forget_batch_size=3, scrub_batch_size=8,
+                          scrub_lr=lr)
+    r = run("scrub", model, ctx)
+    history = r["history"]
+    assert [h.get("max_steps", 0) for h in history] == [2, 2, 0, 0, 0, 0]  # 6 forget // 3
+    assert [h["min_steps"] for h in history] == [2] * 6  # 18 retain // 8
+    assert [h["lr"] for h in history] == pytest.approx([lr, lr, lr, lr / 10, lr / 10, lr / 100])  # decay (3, 5, 9)
+    assert [h["epoch"] for h in history] == list(range(1, 7))
+    assert (r["cut"], r["over_budget"]) == (False, False)
+
+
+def test_scrub_lays_its_max_steps_over_a_small_budget():
+    # per epoch 2 max-steps of 4 x 3 units and 4 min-steps of 4 x 4: 2 x (24 + 64) + 64 = 240 units in all
+    model, ctx = make_ctx(scrub_epochs=3, scrub_msteps=2, scrub_forget_batch_size=3, scrub_batch_size=4)
+    full = run("scrub", model, ctx)
+    assert full["units"] == 240 and [h.get("max_steps", 0) for h in full["history"]] == [2, 2, 0]
+    r = run("scrub", model, ctx, limit=120)  # half: every phase keeps half its steps
+    history = r["history"]
+    assert [h.get("max_steps", 0) for h in history] == [1, 1, 0]  # still max-steps in each of the msteps epochs
+    assert [h["min_steps"] for h in history] == [2, 2, 2]
+    assert (r["units"], r["cut"], r["over_budget"]) == (120, False, False)
+    r = run("scrub", model, ctx, limit=30)  # a quarter: fit_phases gives each phase at least one step
+    assert r["history"][0].get("max_steps", 0) == 1 and r["units"] <= 30 and not r["over_budget"]
+
+
+def test_scrub_takes_its_first_max_step_even_when_it_does_not_fit():
+    model, ctx = make_ctx(scrub_epochs=3, scrub_msteps=2, scrub_forget_batch_size=3, scrub_batch_size=4)
+    before = state(model)
+    r = run("scrub", model, ctx, limit=5)  # one max-step costs 4 x 3 = 12 units
+    assert ctx.budget.over and r["over_budget"]
+    assert r["steps"] == 1 and r["units"] == 12
+    assert any(not torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_scrub_records_its_forced_max_step_in_the_history():
+    """The forced first max-step is a step of epoch 1: the history (and so the run's `epochs`) shows it."""
+    model, ctx = make_ctx(scrub_epochs=3, scrub_msteps=2, scrub_forget_batch_size=3, scrub_batch_size=4)
+    r = run("scrub", model, ctx, limit=5)
+    assert r["steps"] == 1
+    assert sum(h.get("max_steps", 0) + h.get("min_steps", 0) for h in r["history"]) == r["steps"]
+    assert U.epochs_done(r["history"]) > 0
 
 
 class Constant(nn.Module):
@@ -239,75 +429,229 @@ class Constant(nn.Module):
 
 
 def test_bad_teacher_uses_the_incompetent_teacher_exactly_on_forget_rows(monkeypatch):
-    model, ctx = make_ctx(bad_teacher_retain_fraction=0.3)
-    ctx.fresh_model = lambda: Constant([9.0, 0.0, 0.0])
-    targets = []
-    real = M.kl_div_t
-    monkeypatch.setattr(M, "kl_div_t", lambda s, t, T: targets.append(t) or real(s, t, T))
-    history = M.bad_teacher(model, ctx)
+    model, ctx = make_ctx()  # official: retain_fraction 0.3, batch 256 (one batch of 6 + 5 rows), Adam 1e-4
+    made, targets, opts, seen = [], [], [], {"teacher": [], "bad": []}
+
+    def fresh():
+        made.append(Constant([9.0, 0.0, 0.0]))
+        record_inputs(made[-1], seen["bad"])
+        return made[-1]
+
+    ctx.fresh_model = fresh
+    real_kl, real_step = bad_teacher.official_kl, ctx.step
+    monkeypatch.setattr(bad_teacher, "official_kl", lambda s, t, T: targets.append(t) or real_kl(s, t, T))
+    ctx.step = lambda opt, loss, force=False: opts.append(opt) or real_step(opt, loss, force)
+    hook = record_inputs(ctx.teacher, seen["teacher"])
+    try:
+        r = run("bad_teacher", model, ctx)
+    finally:
+        hook.remove()
+    assert len(made) == 1  # one incompetent teacher, from ctx.make_fresh()
     rows = torch.cat(targets)
     from_bad = (rows == torch.tensor([9.0, 0.0, 0.0])).all(1)
-    assert int(from_bad.sum()) == N_FORGET and int((~from_bad).sum()) == round(0.3 * (N - N_FORGET))
-    assert len(history) == ctx.cfg.bad_teacher_epochs == 1
+    n_retain = round(0.3 * (N - N_FORGET))
+    assert int(from_bad.sum()) == N_FORGET and int((~from_bad).sum()) == n_retain
+    # each row goes through exactly one teacher
+    n_bad, n_teacher = sum(len(x) for x in seen["bad"]), sum(len(x) for x in seen["teacher"])
+    assert (n_bad, n_teacher) == (N_FORGET, n_retain)
+    rows_of, forget = row_of(ctx), set(ctx.forget.tolist())
+    assert all(r in forget for x in seen["bad"] for r in rows_of(x))
+    assert all(r not in forget for x in seen["teacher"] for r in rows_of(x))
+    assert r["units"] == 3 * (N_FORGET + n_retain) + N_FORGET + n_retain  # student fwd + bwd, one teacher each
+    assert len(r["history"]) == ctx.s.epochs == 1
+    assert all(isinstance(o, torch.optim.Adam) for o in opts) and len(opts) == 1
+    assert opts[0].defaults["lr"] == 1e-4 and opts[0].defaults["weight_decay"] == 0
 
 
 # ------------------------------------------------------------------------------------------------ all methods
+def fast(name):
+    """Config overrides that keep `name` quick on the tiny data (fewer epochs / GAN steps, batch 8)."""
+    out = {}
+    for k in METHODS[name].SETTINGS:
+        if k == "epochs":
+            out[f"{name}_{k}"] = 2
+        elif k in ("batch_size", "forget_batch_size"):
+            out[f"{name}_{k}"] = 8
+    if name == "gan":
+        out.update(gan_steps=3, gan_critic_warmup=2, gan_n_critic=2)
+    if name == "retain_only":
+        out.update(retain_only_steps=3)
+    if name == "ssd":
+        out.update(ssd_alpha=1.0)  # something is selected on a tiny untrained net
+    return out
+
+
 @pytest.mark.parametrize("make_model", [TinyConvNet, tiny_vit], ids=["convnet_bn", "vit"])
-@pytest.mark.parametrize("name", LITERATURE)
+@pytest.mark.parametrize("name", list(METHODS))
 def test_every_method_runs_and_returns_a_numeric_history(name, make_model):
-    model, ctx = make_ctx(make_model, epochs=2, ssd_alpha=1.0)
+    model, ctx = make_ctx(make_model, **fast(name))
     teacher_before, before = state(ctx.teacher), state(model)
-    history = M.METHODS[name](model, ctx)
+    r = run(name, model, ctx)
+    history = r["history"]
     assert history and all(isinstance(h, dict) for h in history)
     assert all(isinstance(v, (int, float)) and math.isfinite(v) for h in history for v in h.values())
     assert all(torch.isfinite(p).all() for p in model.parameters())
     assert any(not torch.equal(v, before[k]) for k, v in model.state_dict().items())
     assert all(torch.equal(v, teacher_before[k]) for k, v in ctx.teacher.state_dict().items())
+    assert r["units"] > 0 and not r["cut"] and not r["over_budget"]
+    assert not ctx.hooks  # the runner removed its counting hooks
 
 
-@pytest.mark.parametrize("name", LITERATURE)
-def test_no_method_changes_the_model_once_the_budget_is_spent(name):
-    model, ctx = make_ctx(budget=1e-9)
+INDIVISIBLE_FIRST = {"ssd", "scrub", "salun", "gan", "gan_reference"}  # set-up / smallest work done whole
+
+
+@pytest.mark.parametrize("name", list(METHODS))
+def test_no_method_takes_a_step_once_the_budget_is_spent(name):
+    model, ctx = make_ctx(**fast(name))
     before = state(model)
-    M.METHODS[name](model, ctx)
-    assert ctx.budget.cut
-    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    r = run(name, model, ctx, limit=1)  # one unit: not even one image forward and backward
+    params_same = all(torch.equal(p.detach(), before[n]) for n, p in model.named_parameters())
+    if name == "ssd":  # one indivisible pass: done whole, marked over budget, never truncated
+        assert r["over_budget"] and not r["cut"] and not params_same
+        assert r["units"] == METHODS["ssd"].units_per_step(ctx.s, ctx)
+    elif name == "scrub":  # its first max-step is its smallest unit of work: taken, over budget, then it stops
+        assert r["over_budget"] and r["cut"] and r["steps"] == 1 and not params_same
+    else:
+        assert r["cut"] and r["steps"] == 0 and params_same
+        assert r["over_budget"] == (name in INDIVISIBLE_FIRST)  # only set-up work (saliency, GAN references)
+
+
+def test_a_refused_step_leaves_the_whole_model_as_it_was():
+    """The model a cut run returns is the one before the refused step: BatchNorm statistics included (with the
+    harness policy `bn` = train, the refused step's forward must not move them). Methods that did indivisible
+    set-up work first (over budget by design) are left out."""
+    moved = {}
+    for name in METHODS:
+        if name in INDIVISIBLE_FIRST:
+            continue
+        model, ctx = make_ctx(**fast(name))
+        before = state(model)
+        r = run(name, model, ctx, limit=1)
+        assert r["cut"] and r["steps"] == 0 and not r["over_budget"], name
+        changed = [k for k, v in model.state_dict().items() if not torch.equal(v, before[k])]
+        if changed:
+            moved[name] = changed
+    # the same mid-run: finetune allowed 2.5 steps takes 2 and must end with 2 batches in its BN statistics
+    model, ctx = make_ctx(finetune_epochs=10, finetune_batch_size=8)
+    r = run("finetune", model, ctx, limit=2.5 * 24)
+    assert (r["steps"], r["units"], r["cut"]) == (2, 48, True)
+    if int(model.bn.num_batches_tracked) != 2:
+        moved["finetune (mid-run)"] = [f"bn.num_batches_tracked = {int(model.bn.num_batches_tracked)}"]
+    assert not moved, f"a refused step's forward changed the model: {moved}"
+
+
+class RecordingBudget(Budget):
+    """A budget that logs the units pending at every commit (before a step) and settle (indivisible work)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.log = []
+
+    def commit(self):
+        self.log.append(("commit", self.pending))
+        return super().commit()
+
+    def settle(self):
+        self.log.append(("settle", self.pending))
+        super().settle()
+
+
+COST_CASES = [(n, {}) for n in METHODS] + [("random_label", dict(random_label_mixed=True)),
+                                          ("salun", dict(salun_mixed=True))]
+SETUP_SETTLES = {"gan", "gan_reference", "salun"}  # indivisible set-up committed before the first step
+
+
+@pytest.mark.parametrize("batch", [4, 8, None], ids=["batch4_all_full", "batch8_forget_smaller", "defaults"])
+@pytest.mark.parametrize("name,extra", COST_CASES, ids=[n + ("_mixed" if e else "") for n, e in COST_CASES])
+def test_declared_cost_per_step_matches_the_counted_units(monkeypatch, name, extra, batch):
+    """units_per_step(s, ctx) against the units counted by the hooks at each committed step. Batch 4: every row set
+    (forget 6, retain 18) holds a full batch; batch 8: forget is smaller than a batch, retain is not (the cpu
+    profile's shape: forget 200 < batch 256 < retain 1800); defaults: every set is smaller than one batch."""
+    mod = METHODS[name]
+    cfg = {k: v for k, v in fast(name).items() if not k.endswith("batch_size")}
+    if batch is not None:
+        cfg.update({f"{name}_{k}": batch for k in mod.SETTINGS if k in ("batch_size", "forget_batch_size")})
+    model, ctx = make_ctx(**cfg, **extra)
+    monkeypatch.setattr(U, "Budget", RecordingBudget)
+    r = run(name, model, ctx, limit=1e9)
+    log, s = ctx.budget.log, ctx.s
+    ups = mod.units_per_step(s, ctx)
+    commits = [u for kind, u in log if kind == "commit"]
+    settles = [u for kind, u in log if kind == "settle"]
+    assert len(commits) == r["steps"] and not r["cut"] and not r["over_budget"]
+    history = r["history"]
+    if name == "scrub":  # a max-step costs 4 x min(forget_batch_size, |forget|); the min-steps units_per_step
+        uf = 4 * min(s.forget_batch_size, N_FORGET)
+        expected = [u for h in history for u in [uf] * h.get("max_steps", 0) + [ups] * h["min_steps"]]
+    elif name in ("random_label", "salun"):  # forget steps 3 x min(batch, |forget|), retain steps units_per_step
+        if extra:  # mixed: one pass over forget + retain
+            expected = [3 * min(s.batch_size, N)] * len(commits)
+        else:
+            uf = 3 * min(s.batch_size, N_FORGET)
+            assert set(commits) <= {uf, ups} and ups in commits
+            expected = commits
+    elif name == "two_stage":  # stage 1's steps cost 3 x min(batch, |forget|); stage 2's units_per_step
+        k = history[0]["steps"]
+        expected = [3 * min(s.batch_size, N_FORGET)] * k + [ups] * (len(commits) - k)
+    else:
+        expected = [ups] * len(commits)
+    if name == "ssd":
+        assert commits == [] and settles == [ups, 0]  # the one indivisible pass, then nothing left at the end
+    else:
+        assert len(commits) > 0
+        assert commits == expected, f"{name}: units per committed step differ from the declared cost {ups}"
+        if name not in SETUP_SETTLES:
+            assert settles == [0]  # only the runner's final settle, with nothing left pending
+    assert settles[-1] == 0  # every forward of the run is committed by a step or a settle of its own
+    assert r["units"] == sum(commits) + sum(settles)
 
 
 class ScriptedBudget(Budget):
-    """A budget that runs out after `allowed` checks, logging each check's answer into `events`."""
+    """A budget that allows `allowed` commits, then refuses every one, logging each commit's answer."""
 
     def __init__(self, allowed, events):
         super().__init__(0)
         self.allowed, self.events = allowed, events
 
-    def exhausted(self):
+    def commit(self):
         self.allowed -= 1
-        self.cut = self.cut or self.allowed < 0
-        self.events.append(("check", self.cut))
-        return self.cut
+        if self.allowed < 0:
+            self.cut = True
+        ok = super().commit()  # unlimited: True unless cut
+        self.events.append(("commit", ok))
+        return ok
 
 
-@pytest.mark.parametrize("name", LITERATURE)
-def test_every_optimiser_step_follows_a_budget_check_that_allowed_it(name):
+@pytest.mark.parametrize("name", list(METHODS))
+def test_every_optimiser_step_follows_a_budget_commit_that_allowed_it(monkeypatch, name):
     events = []
-    model, ctx = make_ctx(epochs=3, bad_teacher_epochs=3)
-    ctx.budget = ScriptedBudget(3, events)
-    real_sgd = ctx.sgd
+    cfg = fast(name)
+    cfg.update({k: 3 for k in cfg if k.endswith("_epochs")})
+    model, ctx = make_ctx(**cfg)
+    monkeypatch.setattr(U, "Budget", lambda *a, **k: ScriptedBudget(2, events))
+    model_params = {id(p) for p in model.parameters()}
 
-    def counting_sgd(params, method):
-        opt = real_sgd(params, method)
-        step = opt.step
-        opt.step = lambda *a, **k: events.append(("step", None)) or step(*a, **k)
-        return opt
+    def on_step(opt, args, kwargs):  # every optimiser's step; the GAN critics' (not budgeted) are left out
+        if any(id(p) in model_params for g in opt.param_groups for p in g["params"]):
+            events.append(("step", None))
 
-    ctx.sgd = counting_sgd
-    M.METHODS[name](model, ctx)
-    assert ctx.budget.cut
-    last_check = None
-    for kind, cut in events:
-        if kind == "check":
-            last_check = cut if last_check is not True else True  # once out of budget, always out
+    handle = register_optimizer_step_pre_hook(on_step)
+    try:
+        r = run(name, model, ctx)
+    finally:
+        handle.remove()
+    steps = [e for e in events if e[0] == "step"]
+    if name == "ssd":
+        assert not events and r["steps"] == 0  # no optimiser, no step, no commit
+        return
+    assert r["cut"] and len(steps) == r["steps"] == 2  # every method plans at least 3
+    allowed = False
+    refused = False
+    for kind, ok in events:
+        if kind == "commit":
+            assert not (refused and ok), "a commit allowed after one was refused"
+            refused = refused or not ok
+            allowed = ok
         else:
-            assert last_check is False, "an optimiser step without a budget check that allowed it"
-            last_check = None  # the next step needs its own check
+            assert allowed and not refused, "an optimiser step without a budget commit that allowed it"
+            allowed = False  # the next step needs its own commit

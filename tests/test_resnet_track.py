@@ -11,7 +11,7 @@ import torch.nn as nn
 
 from common.data import random_crop_flip, resnet_transform
 from common.metrics import attack_features, binary_metrics, mia_efficacy, sorted_probs
-from common import methods
+from common.methods import _gan as methods  # the WGAN-GP parts of both GANs
 from common.models import resnet18_cifar
 
 REPO = Path(__file__).resolve().parent.parent

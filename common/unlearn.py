@@ -301,7 +301,8 @@ def run_methods(names: list[str], registry: dict, model: nn.Module, ctx: Ctx, go
     trade-off curve, with the same settings at every budget: a method whose schedule does not depend on the
     budget (`SCHEDULE = "fixed"`) runs once, at the largest budget, and its weights are evaluated at each budget
     mark it passes; one whose schedule is laid out over the budget (`"budget"`) runs once per budget.
-    `curve_point(logits) -> figures` turns those logits into the curve's figures.
+    `curve_point(logits) -> figures` turns those logits into the curve's figures. The point at the default
+    `budget` is the main run itself (not run twice).
     Returns ({name: run record with logits}, {name: [curve points]})."""
     initial = {k: v.detach().clone() for k, v in model.state_dict().items()}
     limit = ctx.cfg.budget * gold_units if ctx.cfg.budget > 0 else math.inf
@@ -336,13 +337,18 @@ def budget_curve(name, registry, model, initial, ctx, gold_units, budgets, evalu
         points.append(dict(budget=fraction, units=int(units), pct_of_gold=100.0 * units / gold_units, cut=bool(cut),
                            over_budget=bool(over), **figs))
 
+    run, logits = main
     schedule = registry[name].SCHEDULE
-    if schedule == "once":
-        run, logits = main
+    if schedule == "once":  # one indivisible pass: the same result at every budget
         for fraction in budgets:
             point(fraction, run["units"], False, run["units"] > fraction * gold_units, logits)
-    elif schedule == "fixed":
-        limits = {b * gold_units: b for b in budgets}
+        return points
+    for fraction in budgets:  # the run at the default budget is that budget's point: not repeated
+        if math.isclose(fraction, ctx.cfg.budget):
+            point(fraction, run["units"], run["cut"], run["over_budget"], logits)
+    others = [b for b in budgets if not math.isclose(b, ctx.cfg.budget)]
+    if schedule == "fixed" and others:
+        limits = {b * gold_units: b for b in others}
         top = max(limits)
         saved = {}
 
@@ -363,10 +369,11 @@ def budget_curve(name, registry, model, initial, ctx, gold_units, budgets, evalu
             else:  # finished (or stopped) within this budget: the final weights
                 model.load_state_dict(final)
                 point(fraction, run["units"], run["cut"], run["over_budget"])
-    else:
-        for fraction in budgets:
+    elif schedule == "budget":
+        for fraction in others:
             run = _run_once(name, registry, model, initial, ctx, fraction * gold_units, [], None)
             point(fraction, run["units"], run["cut"], run["over_budget"])
+    points.sort(key=lambda p: p["budget"])
     return points
 
 

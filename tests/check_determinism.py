@@ -15,8 +15,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 STAGE = "05_unlearn_gan"
-# BatchNorm in train mode, GAN random streams, a saliency mask, teachers, an indivisible pass, a laid-out schedule
-DEFAULT_METHODS = "gan,salun,scrub,bad_teacher,ssd,l1_sparse"
+# BatchNorm in train mode, the GAN's random streams, a teacher and a laid-out schedule, an indivisible pass
+DEFAULT_METHODS = "gan,scrub,ssd"
 WALL_TIME_KEYS = {"seconds"}
 
 

@@ -207,14 +207,23 @@ class Ctx:
 def fit_phases(ctx: Ctx, phases: list[tuple[int, float]]) -> list[int]:
     """Lay a method's official schedule over what is left of the budget. `phases` = [(steps, units per step)] in
     order (e.g. SCRUB: per epoch a max-pass and a min-pass). When the whole schedule fits it is kept; otherwise
-    every phase keeps its share of the steps: floor(steps x left / total), at least one step for a phase that has
+    every phase keeps its share of the steps, steps x left / total, rounded with the remainder carried to the next
+    phase (so the rounding does not leave a share of the budget unused), at least one step for a phase that has
     any (the commit check still stops the run at the limit). A method that fits stops when its schedule ends."""
     total = sum(n * u for n, u in phases)
     left = ctx.budget.left()
     if total <= left:
         return [n for n, _ in phases]
-    f = left / total
-    return [max(1, math.floor(n * f)) if n else 0 for n, _ in phases]
+    f, carry, out = left / total, 0.0, []
+    for n, _ in phases:
+        if not n:
+            out.append(0)
+            continue
+        share = n * f + carry
+        k = max(1, math.floor(share + 1e-9))
+        carry = share - k
+        out.append(k)
+    return out
 
 
 # ------------------------------------------------------------------------------------------------- settings

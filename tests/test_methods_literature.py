@@ -119,8 +119,11 @@ def test_fit_phases_keeps_a_schedule_that_fits():
 def test_fit_phases_keeps_proportions_when_the_schedule_does_not_fit():
     # 400 units into 200: every phase gets half its steps (floor), an empty phase stays empty
     assert fit_phases(SimpleNamespace(budget=Budget(200)), [(100, 1.0), (0, 9.0), (300, 1.0)]) == [50, 0, 150]
-    # 93 units into 31 (a third): floor(10/3) = 3, floor(20/3) = 6, floor(1/3) = 0 -> at least 1
-    assert fit_phases(SimpleNamespace(budget=Budget(31)), [(10, 3.0), (20, 3.0), (1, 3.0), (0, 3.0)]) == [3, 6, 1, 0]
+    # 93 units into 31 (a third): 10/3 -> 3 (0.33 carried), 20/3 + 0.33 -> 7, 1/3 - 0 -> at least 1
+    assert fit_phases(SimpleNamespace(budget=Budget(31)), [(10, 3.0), (20, 3.0), (1, 3.0), (0, 3.0)]) == [3, 7, 1, 0]
+    # the rounding remainder is carried: 10 epochs of 29 steps into 7.8 % of their cost use ~22 steps, not 2 x 10
+    counts = fit_phases(SimpleNamespace(budget=Budget(0.078 * 290)), [(29, 1.0)] * 10)
+    assert sum(counts) == 22 and set(counts) == {2, 3}
     # what is LEFT of the budget counts: 100 units, 60 already spent -> 40 for a 100-unit schedule
     b = Budget(100)
     b.spent = 60
@@ -235,14 +238,15 @@ def test_random_label_relabels_only_forget_rows_redrawn_every_time(monkeypatch, 
 
 def test_random_label_lays_its_schedule_over_a_small_budget():
     """Batch 8: per epoch one forget step (6 rows: 3 x 6 units) and 18 // 8 = 2 retain steps (3 x 8 units each), 66
-    units; 4 epochs = 264. At 240 units the schedule does not fit, so `fit_phases` must lay it out (1 forget + 1
-    retain step per epoch, 168 units) and the run ends with its schedule, not cut in its last epoch."""
+    units; 4 epochs = 264. At 240 units the schedule does not fit, so `fit_phases` must lay it out over all 4 epochs
+    (the rounding remainder carried: 1 forget step per epoch and 1, 2, 2, 1 retain steps, 216 units) and the run
+    ends with its schedule, not cut in its last epoch."""
     model, ctx = make_ctx(random_label_epochs=4, random_label_batch_size=8)
     full = run("random_label", model, ctx)
     assert (full["steps"], full["units"]) == (12, 264)
     r = run("random_label", model, ctx, limit=240)
-    assert [h["steps"] for h in r["history"]] == [2, 2, 2, 2]
-    assert (r["units"], r["cut"]) == (168, False)
+    assert [h["steps"] for h in r["history"]] == [2, 3, 3, 2]
+    assert (r["units"], r["cut"]) == (216, False)
 
 
 # ------------------------------------------------------------------------------------------------------ SSD

@@ -66,6 +66,18 @@ def optimise(ctx: Ctx, batch_iter: Iterable, n_steps: int, opt: torch.optim.Opti
     return dict(steps=steps, **{k: v / max(steps, 1) for k, v in sums.items()})
 
 
+def epoch_passes(ctx: Ctx, epochs: int, per_epoch: int, one_pass: Callable[[], Iterable], opt: torch.optim.Optimizer,
+                 terms: Callable) -> list[dict]:
+    """`epochs` passes of `per_epoch` steps on the batches of `one_pass()` (a fresh shuffled pass each epoch), no
+    further epoch once the budget is spent; one history row per epoch."""
+    history = []
+    for epoch in range(1, epochs + 1):
+        if ctx.out_of_budget():
+            break
+        history.append(epoch_row(epoch, per_epoch, optimise(ctx, one_pass(), per_epoch, opt, terms)))
+    return history
+
+
 def epoch_row(epoch: int, planned: int, stats: dict, **extra) -> dict:
     """A history row; `epoch_fraction` = share of the epoch's planned steps taken (common.unlearn.epochs_done)."""
     return dict(epoch=epoch, epoch_fraction=stats["steps"] / max(planned, 1), **extra, **stats)

@@ -17,7 +17,7 @@ import dataclasses
 import torch
 import torch.nn.functional as F
 
-from common.methods._base import epoch_row, forward, optimise, subsample, teacher_logits
+from common.methods._base import epoch_passes, forward, subsample, teacher_logits
 
 KIND = "literature"
 SOURCE = "official defaults: vikram2000b/bad-teaching-unlearning unlearn.py + CIFARSuper20_Rocket_Unlearn.ipynb"
@@ -60,11 +60,5 @@ def run(model, ctx) -> list[dict]:
         return dict(loss=official_kl(forward(model, x, ctx), target, s.temperature))
 
     ctx.set_mode(model)
-    per_epoch = ctx.steps_per_pass(rows, s.batch_size)
-    history = []
-    for epoch in range(1, s.epochs + 1):
-        if ctx.out_of_budget():
-            break
-        history.append(epoch_row(epoch, per_epoch, optimise(ctx, flagged.loader(rows, s.batch_size), per_epoch,
-                                                            opt, terms)))
-    return history
+    return epoch_passes(ctx, s.epochs, ctx.steps_per_pass(rows, s.batch_size),
+                        lambda: flagged.loader(rows, s.batch_size), opt, terms)

@@ -10,7 +10,7 @@ Schedule: fixed (constant lr, epochs of retain passes; the budget only decides w
 """
 from __future__ import annotations
 
-from common.methods._base import ce_terms, epoch_row, optimise
+from common.methods._base import ce_terms, epoch_passes
 
 KIND = "reference"
 SOURCE = "official defaults: OPTML-Group/Unlearn-Sparse unlearn/FT.py + arg_parser.py"
@@ -31,11 +31,5 @@ def run(model, ctx) -> list[dict]:
     s = ctx.s
     opt = ctx.sgd(model.parameters())
     ctx.set_mode(model)
-    per_epoch = ctx.steps_per_pass(ctx.retain, s.batch_size)
-    history = []
-    for epoch in range(1, s.epochs + 1):
-        if ctx.out_of_budget():
-            break
-        stats = optimise(ctx, ctx.loader(ctx.retain, s.batch_size), per_epoch, opt, ce_terms(model, ctx))
-        history.append(epoch_row(epoch, per_epoch, stats))
-    return history
+    return epoch_passes(ctx, s.epochs, ctx.steps_per_pass(ctx.retain, s.batch_size),
+                        lambda: ctx.loader(ctx.retain, s.batch_size), opt, ce_terms(model, ctx))

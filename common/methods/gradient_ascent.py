@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch.nn.functional as F
 
-from common.methods._base import epoch_row, forward, optimise
+from common.methods._base import epoch_passes, forward
 
 KIND = "reference"
 SOURCE = "official defaults: OPTML-Group/Unlearn-Sparse unlearn/GA.py + arg_parser.py"
@@ -37,11 +37,5 @@ def run(model, ctx) -> list[dict]:
         x, y = batch
         return dict(loss=-F.cross_entropy(forward(model, x, ctx), y))
 
-    per_epoch = ctx.steps_per_pass(ctx.forget, s.batch_size)
-    history = []
-    for epoch in range(1, s.epochs + 1):
-        if ctx.out_of_budget():
-            break
-        history.append(epoch_row(epoch, per_epoch, optimise(ctx, ctx.loader(ctx.forget, s.batch_size), per_epoch,
-                                                            opt, neg_ce)))
-    return history
+    return epoch_passes(ctx, s.epochs, ctx.steps_per_pass(ctx.forget, s.batch_size),
+                        lambda: ctx.loader(ctx.forget, s.batch_size), opt, neg_ce)

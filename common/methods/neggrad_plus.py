@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from common.methods._base import epoch_row, forward, optimise
+from common.methods._base import epoch_passes, forward
 
 KIND = "literature"
 SOURCE = "official defaults: meghdadk/SCRUB MIA_experiments.ipynb + helper/loops.py train_negrad"
@@ -46,11 +46,5 @@ def run(model, ctx) -> list[dict]:
         return neggrad_plus_terms(forward(model, xr, ctx), yr, forward(model, xf, ctx), yf, s.beta)
 
     ctx.set_mode(model)
-    per_epoch = ctx.steps_per_pass(ctx.retain, s.batch_size)
-    history = []
-    for epoch in range(1, s.epochs + 1):
-        if ctx.out_of_budget():
-            break
-        stats = optimise(ctx, zip(ctx.loader(ctx.retain, s.batch_size), forget_it), per_epoch, opt, terms)
-        history.append(epoch_row(epoch, per_epoch, stats))
-    return history
+    return epoch_passes(ctx, s.epochs, ctx.steps_per_pass(ctx.retain, s.batch_size),
+                        lambda: zip(ctx.loader(ctx.retain, s.batch_size), forget_it), opt, terms)

@@ -152,6 +152,8 @@ def add_summaries(track: str, df: pd.DataFrame) -> pd.DataFrame:
 
 def digits_for(col: str) -> int:
     """Percentages and seconds with 1 decimal; entropies, distances and attack fractions with 3."""
+    if col == "units":
+        return 0  # counted units are whole numbers
     return 1 if col.startswith("acc_") or col in ("avg_gap", "seconds", "rte_pct_of_gold", "pct_of_gold") else 3
 
 
@@ -205,14 +207,14 @@ def markdown_table(df: pd.DataFrame, cols: list[str], names: dict | None = None,
 # ------------------------------------------------------------------------------------------------- report
 MAIN_COLS = {"vit": ["acc_forget_train", "acc_retain_train", "acc_test_retain", "attack_mia_efficacy"],
              "resnet": ["acc_forget", "acc_retain", "acc_test", "attack_mia_efficacy"]}
-SUMMARY_COLS = ["avg_gap", "pct_of_gold", "status", "seconds", "rte_pct_of_gold"]
+SUMMARY_COLS = ["avg_gap", "units", "pct_of_gold", "status", "seconds", "rte_pct_of_gold"]
 VIT_EXTRA = ["acc_test_forget", "acc_test", "entropy_test_forget", "jsd_gold_test_forget", "jsd_gold_test_retain"]
 ATTACK_COLS = ["attack_loss_forget_auc", "attack_calibrated_forget_auc", "attack_loss_auc",
                "attack_loss_tpr_at_0.1pct_fpr", "attack_loss_tpr_at_1pct_fpr", "attack_reference_b_auc",
                "attack_reference_b_forget_fnr", "attack_own_auc", "attack_own_forget_fnr"]
 NAMES = {"acc_forget_train": "forget (train)", "acc_retain_train": "retain (train)", "acc_test_retain":
          "test (retained classes)", "acc_forget": "forget", "acc_retain": "retain", "acc_test": "test",
-         "attack_mia_efficacy": "MIA-efficacy", "avg_gap": "Avg Gap", "pct_of_gold": "compute % of gold",
+         "attack_mia_efficacy": "MIA-efficacy", "avg_gap": "Avg Gap", "units": "compute (units)", "pct_of_gold": "compute % of gold",
          "seconds": "RTE: wall s", "rte_pct_of_gold": "RTE % of gold (wall)",
          "jsd_gold_test_forget": "JS to gold, test forget (ln)", "jsd_gold_test_retain": "JS to gold, test retain (ln)",
          "entropy_test_forget": "entropy test forget (nats)"}
@@ -321,7 +323,7 @@ def agg_status(per_seed: dict, model: str) -> str:
 def aggregate_track(per_seed: dict, track: str, floor: pd.Series | None = None) -> tuple[pd.DataFrame, pd.Series]:
     """Mean ± std over seeds of every shown figure, the noise floor (computed here unless given), the status over
     seeds, models sorted by mean Avg Gap."""
-    cols = list(dict.fromkeys(c for c in MAIN_COLS[track] + ["avg_gap", "pct_of_gold", "seconds", "rte_pct_of_gold"]
+    cols = list(dict.fromkeys(c for c in MAIN_COLS[track] + ["avg_gap", "units", "pct_of_gold", "seconds", "rte_pct_of_gold"]
                               + VIT_EXTRA + ATTACK_COLS if any(c in df.columns for df in per_seed.values())))
     floor = track_floor(per_seed, track, cols) if floor is None else floor
     agg = aggregate(per_seed, cols, floor)

@@ -70,12 +70,12 @@ def test_report_lists_every_model_with_gaps(run_stage, results):
     assert ("- ViT compute budget per method: 0.1 x gold's training cost (100 units = images forward + 2 x images "
             "backward); BatchNorm policy: train; budget curve at 0.05, 0.1 x gold's cost") in text
     assert "--grid" not in text and "| lr |" not in text
-    assert "compute % of gold | status | RTE: wall s | RTE % of gold (wall) |" in text
+    assert "compute (units) | compute % of gold | status | RTE: wall s | RTE % of gold (wall) |" in text
     assert "never decides anything" in text and "2 more per image backward" in text
-    # Avg Gap | compute % of gold | status | RTE: wall s | RTE % of gold (wall): summary (one seed) and seed tables
-    assert text.count("| 8.0 | 10.0 | cut | 40.0 | 50.0 |") == 2
+    # Avg Gap | units | compute % of gold | status | RTE: wall s | RTE %: summary (one seed) and seed tables
+    assert text.count("| 8.0 | 100 | 10.0 | cut | 40.0 | 50.0 |") == 2
     # ssd: (|50-0| + |85-92| + |75-82| + 100*|0.8-0.9|) / 4 = 18.5; 130 units of gold's 1000
-    assert text.count("| 18.5 | 13.0 | over budget | 20.0 | 25.0 |") == 2
+    assert text.count("| 18.5 | 130 | 13.0 | over budget | 20.0 | 25.0 |") == 2
     assert text.index("| finetune |") < text.index("| ssd |")  # sorted by Avg Gap
     # the reproduction (no budget): Avg Gap over the three accuracies, (5 + 2 + 2) / 3; 2000 units = 200 % of gold
     assert text.count("Reproduction (no budget, as the references ran)") == 2

@@ -98,6 +98,9 @@ def train_model(name: str, rows: torch.Tensor, seed: int, data: dict, splits: di
     steps = num_batches(len(rows), cfg.batch_size, drop_last=True)
     if steps < 1:
         raise PipelineError(f"{len(rows)} training rows give no full batch of {cfg.batch_size}: lower --batch-size")
+    if cfg.schedule == "onecycle" and cfg.epochs * steps * cfg.pct_start <= 1:  # torch's warm-up phase would be empty
+        raise PipelineError(f"{cfg.epochs * steps} one-cycle steps are too few for --pct-start {cfg.pct_start}: lower "
+                            "--batch-size or raise --epochs")
     opt, sched = make_optimizer(model, cfg, cfg.epochs * steps)
     loss_fn = cross_entropy_loss(cfg.label_smoothing)
     torch.manual_seed(seed)  # same augmentation stream for original and gold

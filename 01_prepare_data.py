@@ -189,7 +189,7 @@ def membership_sets(prefix: str, members: torch.Tensor, nonmembers: torch.Tensor
 def make_splits(train_y: torch.Tensor, test_y: torch.Tensor, cfg: PrepareConfig) -> dict:
     """Every index split of the pipeline, drawn once. Test rows are cut three ways, disjoint by construction:
     `test_unseen` (held-out images an unlearning method may look at, e.g. the GANs' "real" distribution),
-    `test_val` (choosing hyper-parameters: --grid, recipes) and `test_eval` (every reported test figure, and the
+    `test_val` (choosing hyper-parameters and recipes) and `test_eval` (every reported test figure, and the
     attacks' non-members: their attack-training half and their evaluation half)."""
     n_test = len(test_y)
     test_perm = torch.randperm(n_test, generator=_gen(cfg.split_seed, 6))

@@ -411,3 +411,22 @@ def test_pretrained_download_failure_is_one_line_error(monkeypatch):
         build_model("vit_tiny_patch16_224", num_classes=10, pretrained=True)
     assert "--weights-file" in str(err.value) and "--pretrained false" in str(err.value)
     assert "\n" not in str(err.value)
+
+
+def test_reproduce_runs_the_named_methods_without_a_budget():
+    """--reproduce (the paper profile): the references' methods run with no budget, from the same start, and the
+    model is left at its starting weights for the budgeted runs."""
+    from common.unlearn import reproduce
+
+    start = original("vit")
+    model = copy.deepcopy(start)
+    ctx = make_ctx("vit", copy.deepcopy(start).eval().requires_grad_(False), budget=1e-6, reproduce="finetune",
+                   finetune_epochs=3)
+    out = reproduce(ctx.cfg, METHODS, model, ctx, 1000,
+                    evaluate=lambda m: {"train": logits_of(m, ctx, torch.arange(len(ctx.labels)))},
+                    figures=lambda lg: {"mean": float(lg["train"].mean())}, log=_Log())
+    assert list(out) == ["finetune"] and out["finetune"]["steps"] == 3 * 4  # 3 epochs x 32 retain / 8, no cut
+    assert out["finetune"]["units"] == 12 * 24 and out["finetune"]["pct_of_gold"] == pytest.approx(28.8)
+    assert all(torch.equal(v, start.state_dict()[k]) for k, v in model.state_dict().items())
+    ctx.cfg.reproduce = ""
+    assert reproduce(ctx.cfg, METHODS, model, ctx, 1000, None, None, _Log()) == {}

@@ -13,14 +13,19 @@ Writes results/01_prepare_data/
                test_unseen / test_val / test_eval   the test rows cut three ways (disjoint): held-out images an
                             unlearning method may use / hyper-parameter choice / every reported test figure
                forget / retain / test_forget / test_retain (class-wise, reference A; test_* within test_eval),
+               (with --problem tune: the tuning problem's; then also reported_forget / reported_sample_forget,
+               the reported problem's forget rows, which the tuning objective leaves out),
                sample_forget / sample_retain (sample-wise, reference B: one batch, or --forget-fraction of the
                sample-wise rows; with --sample-per-class the ResNet track uses only that many rows per class,
                and the rows outside sample_forget + sample_retain are unused there), and balanced, disjoint membership sets
                mia_{sample,class}_{members,nonmembers}_{attack,eval} (non-members drawn from test_eval only)
-  manifest.json, metrics.json (written last), log.jsonl
+  manifest.json, metrics.json (written last: sizes, forget class, data_hash = what every tree shares), log.jsonl
+Seeds: --pool-seed cuts what every tree shares (kaggle's train/test split, the caps, the three test pools, the
+sample-wise row pool); --split-seed draws the forget sets and membership sets; --seed (training) is not used here.
 Run
   python 01_prepare_data.py --source kaggle --data-dir ../shared/data/cifar10-kaggle-subset
   python 01_prepare_data.py --profile smoke --source kaggle --data-dir <tiny data> --results results-smoke
+  python 01_prepare_data.py --problem tune --tune-forget-class 1 --results results/tune ...   (make tune)
 Bad input (unknown source, missing files, corrupt archive, CSV problems, bad forget settings) stops with one line
 naming the problem and the fix, exit status 2, before anything is written.
 """
@@ -186,37 +191,72 @@ def membership_sets(prefix: str, members: torch.Tensor, nonmembers: torch.Tensor
             f"{prefix}_nonmembers_attack": nm[:half], f"{prefix}_nonmembers_eval": nm[half:2 * half]}
 
 
-def make_splits(train_y: torch.Tensor, test_y: torch.Tensor, cfg: PrepareConfig) -> dict:
-    """Every index split of the pipeline, drawn once. Test rows are cut three ways, disjoint by construction:
-    `test_unseen` (held-out images an unlearning method may look at, e.g. the GANs' "real" distribution),
-    `test_val` (choosing hyper-parameters and recipes) and `test_eval` (every reported test figure, and the
-    attacks' non-members: their attack-training half and their evaluation half)."""
-    n_test = len(test_y)
-    test_perm = torch.randperm(n_test, generator=_gen(cfg.split_seed, 6))
+def test_pools(n_test: int, cfg: PrepareConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """test_unseen / test_val / test_eval: a seeded cut of the test rows by `pool_seed` alone, so every tree
+    (each training seed, each split seed, the tuning problem) has the same three pools."""
+    test_perm = torch.randperm(n_test, generator=_gen(cfg.pool_seed, 6))
     n_unseen, n_val = round(cfg.unseen_fraction * n_test), round(cfg.val_fraction * n_test)
-    test_unseen = test_perm[:n_unseen].sort().values
-    test_val = test_perm[n_unseen:n_unseen + n_val].sort().values
-    test_eval = test_perm[n_unseen + n_val:].sort().values
-    fc = cfg.forget_class
+    return (test_perm[:n_unseen].sort().values, test_perm[n_unseen:n_unseen + n_val].sort().values,
+            test_perm[n_unseen + n_val:].sort().values)
+
+
+def class_split(train_y, test_y, test_eval, fc: int):
     forget, retain = (train_y == fc).nonzero().flatten(), (train_y != fc).nonzero().flatten()
     test_forget, test_retain = test_eval[test_y[test_eval] == fc], test_eval[test_y[test_eval] != fc]
     if len(forget) == 0 or len(test_forget) == 0:
         raise PipelineError(f"forget class {fc} has no {'train' if len(forget) == 0 else 'test'} samples in this "
-                            "data: pick a class that is present (--forget-class 0..9)")
-    pool = cap_per_class(train_y, cfg.sample_per_class, _gen(cfg.split_seed, 7))  # the sample-wise track's train rows
+                            "data: pick a class that is present (--forget-class / --tune-forget-class 0..9)")
+    return forget, retain, test_forget, test_retain
+
+
+def make_splits(train_y: torch.Tensor, test_y: torch.Tensor, cfg: PrepareConfig) -> dict:
+    """Every index split of the pipeline, drawn once. Test rows are cut three ways, disjoint by construction:
+    `test_unseen` (held-out images an unlearning method may look at, e.g. the GANs' "real" distribution),
+    `test_val` (choosing hyper-parameters: the tuning objective) and `test_eval` (every reported test figure, and
+    the attacks' non-members: their attack-training half and their evaluation half).
+    With problem "tune" the class-wise split forgets `tune_forget_class` and the sample-wise forget set is drawn
+    from the pool rows outside the reported one; `reported_forget` / `reported_sample_forget` keep the reported
+    problem's forget rows so that the tuning objective can leave them out (common.tune.objective_rows)."""
+    test_unseen, test_val, test_eval = test_pools(len(test_y), cfg)
+    pool = cap_per_class(train_y, cfg.sample_per_class, _gen(cfg.pool_seed, 7))  # the sample-wise track's train rows
     n = len(pool)
     n_forget = round(cfg.forget_fraction * n) if cfg.forget_fraction > 0 else cfg.forget_size
-    if not 0 < n_forget < n:
-        raise PipelineError(f"forget size {n_forget} must be between 1 and the sample-wise train size {n} minus 1: "
+    tune = cfg.problem == "tune"
+    if not 0 < n_forget < (n // 2 if tune else n):
+        raise PipelineError(f"forget size {n_forget} must be between 1 and the sample-wise train size {n} minus 1 "
+                            "(half of it for the tuning problem, whose forget set lies outside the reported one): "
                             "lower --forget-size or --forget-fraction (or raise --sample-per-class)")
     perm = pool[torch.randperm(n, generator=_gen(cfg.split_seed, 3))]
-    sample_forget, sample_retain = perm[:n_forget], perm[n_forget:].sort().values
+    reported_sample_forget = perm[:n_forget]
+    forget, retain, test_forget, test_retain = class_split(train_y, test_y, test_eval, cfg.forget_class)
+    sample_forget = reported_sample_forget
+    if tune:  # only the forget draws change: the tuning problem's rows come from outside the reported forget set
+        reported_forget = forget
+        forget, retain, test_forget, test_retain = class_split(train_y, test_y, test_eval, cfg.tune_forget_class)
+        outside = perm[n_forget:]
+        sample_forget = outside[torch.randperm(len(outside), generator=_gen(cfg.split_seed, 8))[:n_forget]]
+    sample_retain = pool[~torch.isin(pool, sample_forget)].sort().values
     splits = dict(forget=forget, retain=retain, test_forget=test_forget, test_retain=test_retain,
                   sample_forget=sample_forget, sample_retain=sample_retain, test_unseen=test_unseen,
                   test_val=test_val, test_eval=test_eval)
+    if tune:
+        splits.update(reported_forget=reported_forget, reported_sample_forget=reported_sample_forget)
     splits.update(membership_sets("mia_sample", sample_retain, test_eval, _gen(cfg.split_seed, 4)))
     splits.update(membership_sets("mia_class", retain, test_retain, _gen(cfg.split_seed, 5)))
     return splits
+
+
+def data_hash(data: dict, splits: dict) -> str:
+    """sha256 (16 hex) of what every tree shares: the images' source ids, the labels, the three test pools and the
+    sample-wise row pool. The same in the reported trees and the tuning tree of one dataset; tuned settings record
+    it (common.tune), so settings tuned on other data are reported as stale."""
+    h = hashlib.sha256()
+    pool = torch.cat([splits["sample_forget"], splits["sample_retain"]]).sort().values
+    for t in (data["train_ids"], data["train_labels"], data["test_ids"], data["test_labels"], splits["test_unseen"],
+              splits["test_val"], splits["test_eval"], pool):
+        h.update(t.to(torch.int64).contiguous().numpy().tobytes())
+        h.update(b"|")
+    return h.hexdigest()[:16]
 
 
 def load_source(cfg: PrepareConfig):
@@ -225,7 +265,7 @@ def load_source(cfg: PrepareConfig):
     if cfg.source == "cifar10":
         return load_cifar10(data_dir)
     images, labels, ids = load_kaggle(data_dir, Path(cfg.cache_dir))
-    perm = torch.randperm(len(labels), generator=_gen(cfg.split_seed, 0))
+    perm = torch.randperm(len(labels), generator=_gen(cfg.pool_seed, 0))
     n_train = len(labels) - round(cfg.test_fraction * len(labels))
     tr, te = perm[:n_train].sort().values, perm[n_train:].sort().values
     return images[tr], labels[tr], ids[tr], images[te], labels[te], ids[te], list(CIFAR10_CLASSES)
@@ -236,6 +276,13 @@ def check_config(cfg: PrepareConfig) -> None:
         raise PipelineError(f"unknown source {cfg.source!r}: use --source cifar10 or --source kaggle")
     if not 0 <= cfg.forget_class <= 9:
         raise PipelineError(f"forget class {cfg.forget_class} is outside 0-9: pass --forget-class 0..9")
+    if cfg.problem not in ("report", "tune"):
+        raise PipelineError(f"unknown problem {cfg.problem!r}: use --problem report or --problem tune")
+    if cfg.problem == "tune" and not 0 <= cfg.tune_forget_class <= 9:
+        raise PipelineError(f"tuning forget class {cfg.tune_forget_class} is outside 0-9: pass --tune-forget-class 0..9")
+    if cfg.problem == "tune" and cfg.tune_forget_class == cfg.forget_class:
+        raise PipelineError(f"the tuning problem would forget the reported class {cfg.forget_class}: tuning must not "
+                            "score the reported problem, pick another --tune-forget-class (make: TUNE_FORGET_CLASS)")
     if cfg.unseen_fraction <= 0 or cfg.val_fraction <= 0 or cfg.unseen_fraction + cfg.val_fraction >= 0.9:
         raise PipelineError("unseen_fraction and val_fraction must be > 0 and leave >= 10 % of test for evaluation: "
                             "e.g. --unseen-fraction 0.1 --val-fraction 0.1")
@@ -248,12 +295,12 @@ def main() -> None:
     print_config(PREPARE_STAGE, cfg)
     check_config(cfg)
     started = time.time()
-    set_seed(cfg.split_seed)
+    set_seed(cfg.split_seed)  # nothing below draws from torch's global generator; every draw has its own stream
     out = stage_dir(cfg.results, PREPARE_STAGE)
 
     trx, try_, tr_ids, tex, tey, te_ids, classes = load_source(cfg)
-    keep_tr = cap_per_class(try_, cfg.max_train_per_class, _gen(cfg.split_seed, 1))
-    keep_te = cap_per_class(tey, cfg.max_test_per_class, _gen(cfg.split_seed, 2))
+    keep_tr = cap_per_class(try_, cfg.max_train_per_class, _gen(cfg.pool_seed, 1))
+    keep_te = cap_per_class(tey, cfg.max_test_per_class, _gen(cfg.pool_seed, 2))
     trx, try_, tr_ids = trx[keep_tr], try_[keep_tr], tr_ids[keep_tr]
     tex, tey, te_ids = tex[keep_te], tey[keep_te], te_ids[keep_te]
     splits = make_splits(try_, tey, cfg)  # validates the forget settings before anything is written
@@ -263,10 +310,13 @@ def main() -> None:
                 train_ids=tr_ids, test_ids=te_ids, classes=classes)
     save_torch(data, out / "data.pt")
     save_torch(splits, out / "splits.pt")
+    fc = cfg.tune_forget_class if cfg.problem == "tune" else cfg.forget_class  # the class this tree forgets
     metrics = dict(source=cfg.source, n_train=len(try_), n_test=len(tey), classes=classes,
                    train_per_class=torch.bincount(try_, minlength=10).tolist(),
                    test_per_class=torch.bincount(tey, minlength=10).tolist(),
-                   forget_class=cfg.forget_class, forget_class_name=classes[cfg.forget_class],
+                   forget_class=fc, forget_class_name=classes[fc], problem=cfg.problem,
+                   reported_forget_class=cfg.forget_class,
+                   data_hash=data_hash(data, splits),
                    split_sizes={k: len(v) for k, v in splits.items()}, seconds=round(time.time() - started, 3))
     log.log("prepared", n_train=metrics["n_train"], n_test=metrics["n_test"], seconds=metrics["seconds"],
             forget=len(splits["forget"]), sample_forget=len(splits["sample_forget"]))

@@ -34,7 +34,15 @@ class Common:
 @dataclass
 class PrepareConfig(Common):
     source: str = "cifar10"  # cifar10 (torchvision) | kaggle (train.7z or train/ + trainLabels.csv)
-    split_seed: int = 42  # every split of stage 01 (not --seed): the same forget set for every training seed
+    split_seed: int = 42  # the forget draws and membership sets of stage 01 (not --seed): the same for every training seed
+    # the data's cut that must be the same rows in every tree (reported and tuning): kaggle's train/test split, the
+    # per-class caps, the three test pools and the sample-wise row pool. Independent of the forget split and class.
+    pool_seed: int = 42
+    # "report": the problem the report scores. "tune": the tuning problem (results/tune/, common.tune): it forgets
+    # class --tune-forget-class and, sample-wise, a set drawn from pool rows outside the reported forget set;
+    # every pool and the data are the same rows as the reported problem's.
+    problem: str = "report"
+    tune_forget_class: int = 1  # the tuning problem's forgotten class (tune on class 1, report on class 0)
     data_dir: str = "data"
     cache_dir: str = "data/cache"  # where train.7z is extracted (never into data_dir)
     test_fraction: float = 0.2  # kaggle only: reference B's seeded 80/20 split
@@ -98,6 +106,12 @@ class UnlearnConfig(Common):
     # profile `paper`: also run the references' methods with no budget, as the references did (metrics
     # "reproduction"); the comparison table uses the budget. Comma-separated names ("" = none).
     reproduce: str = ""
+    # "tuned": each method runs at the settings `make tune` chose for this profile and track (<tuned_dir>/<profile>
+    # .json), where an entry is present and current (tuned for this method file, profile and data; a stale entry is
+    # reported and not used); official defaults elsewhere. "official": the methods' official defaults only.
+    # Settings given on the command line win over both.
+    settings: str = "tuned"
+    tuned_dir: str = "common/tuned"  # relative paths are relative to the repository root
     eval_batch_size: int = 256
     channels_last: bool = False
 
@@ -110,6 +124,27 @@ class ViTUnlearnConfig(UnlearnConfig):
 @dataclass
 class ResNetUnlearnConfig(UnlearnConfig):
     pass
+
+
+@dataclass
+class TuneConfig(Common):
+    """common.tune: Optuna studies on the tuning problem (results/tune/, stage 01 --problem tune)."""
+    results: str = "results/tune"  # the tuning tree: its own 01-03 (tuning seed, tuning forget sets), the journal
+    action: str = "work"  # create (studies + official defaults as trial 0) | work (run trials) | collect (write settings)
+    tracks: str = "vit,resnet"
+    methods: str = "all"
+    trials: int = 12  # complete trials per study that count (the first `trials` by trial number)
+    worker: int = 0  # this worker's index: its TPE seed is sampler_seed + worker
+    sampler_seed: int = 0
+    startup_trials: int = 0  # TPE's random start-up trials; 0 = round(trials / 3)
+    storage: str = ""  # "" = Optuna journal file <results>/studies.journal; or postgresql://user@host/db (RDB)
+    heartbeat_s: int = 60  # RDB storage: a running trial's heartbeat; a worker silent for grace_s is failed + retried
+    grace_s: int = 180
+    retain_rows: int = 400  # the objective's fixed, seeded retain subsample (reported forget rows excluded)
+    forget_rows: int = 500  # at most this many forget rows in the objective (class-wise forget sets are large)
+    budget: float = 0.1  # every trial's budget: fraction of the tuning gold's counted cost (the report's default)
+    tuned_dir: str = "common/tuned"  # collect: writes <tuned_dir>/<profile>.json
+    command: str = ""  # the command that filled the studies, recorded beside the chosen settings (make sets it)
 
 
 @dataclass
@@ -182,6 +217,7 @@ PRESETS: dict[type, dict[str, dict]] = {
         "paper": dict(channels_last=True, reproduce="gan_reference"),  # reference B ran it without a budget
     },
     AttackConfig: {"smoke": dict(), "cpu": dict(), "paper": dict()},
+    TuneConfig: {"smoke": dict(retain_rows=100, forget_rows=100, budget=0.5), "cpu": dict(), "paper": dict()},
     ReportConfig: {"smoke": dict(), "cpu": dict(), "paper": dict()},
 }
 
@@ -260,7 +296,9 @@ def parse_config(cls, argv: list[str] | None = None):
     values = cls.preset(profile) if hasattr(cls, "preset") else dict(PRESETS.get(cls, {}).get(profile, {}))
     values.update({k: _convert(k, v, hints[k]) for k, v in pairs.items()})
     values["profile"] = profile
-    return cls(**values)
+    cfg = cls(**values)
+    cfg.cli_fields = frozenset(pairs)  # what the command line set (not a field): it wins over tuned settings too
+    return cfg
 
 
 def config_dict(cfg) -> dict:

@@ -28,21 +28,21 @@ Run
 """
 from __future__ import annotations
 
-import copy
 import time
 
 import torch
 
 from common.config import ViTUnlearnConfig, config_dict, parse_config, print_config, resolve_device
-from common.data import batches, load_prepared, stage_dir, to_device, vit_transform
+from common.data import batches, load_prepared, stage_dir
 from common.io import load_json, remove_stale, run_main, save_checkpoint, save_figure, save_json, write_manifest
 from common.log import RunLog
 from common.methods import METHODS
 from common.metrics import classwise_metrics, curve_figures, finite, load_logits, logits_path, save_logits
-from common.models import build_model, load_model
+from common.models import load_model
 from common.seed import set_seed
 from common.train import predict, split_logits
-from common.unlearn import Ctx, check_config, parse_budgets, reproduce, run_methods, with_method_settings
+from common.tracks import load_track
+from common.unlearn import apply_tuned, check_config, parse_budgets, reproduce, run_methods, with_method_settings
 
 STAGE, REFS = "04_unlearn_vit", "03_train_vit_refs"
 MAKE_REFS = "python 03_train_vit_refs.py"
@@ -98,8 +98,10 @@ def main() -> None:
     refs = load_json(refs_dir / "metrics.json", "stage 03 metrics", MAKE_REFS)
     ref_names = [n for n in ("original", "gold", "gold_2") if n != "gold_2" or logits_path(cfg.results, REFS, n).is_file()]
     ref_logits = {n: load_logits(logits_path(cfg.results, REFS, n), MAKE_REFS, data) for n in ref_names}
-    model, ckpt = load_model(refs_dir / "original.pt", device, MAKE_REFS)
+    t = load_track("vit", cfg, device, data, splits)  # 03's original, the methods' Ctx (common.tracks)
+    model, ckpt, ctx, transform, on_device = t.model, t.ckpt, t.ctx, t.eval_transform, t.on_device
     img_size = ckpt["model_args"]["img_size"]
+    provenance = apply_tuned(cfg, "vit", METHODS, prep, splits)  # tuned or official settings, per method
     if not refs["pretrained"]:
         print(f"[{STAGE}] NOTE: the ViT was randomly initialised in {REFS} (pretrained false)", flush=True)
 
@@ -107,8 +109,6 @@ def main() -> None:
     (out / "metrics.json").unlink(missing_ok=True)  # a run that fails part-way leaves no "done" marker
     log = RunLog(out, STAGE, config_dict(cfg), cfg.wandb)
     set_seed(cfg.seed)
-    transform = vit_transform(img_size)
-    on_device = {s: to_device(data[f"{s}_images"], data[f"{s}_labels"], device) for s in ("train", "test")}
     sample, groups = tsne_sample(splits, cfg.tsne_per_group, cfg.seed)
     xs, ys = on_device["train"][0][sample.to(on_device["train"][0].device)], data["train_labels"][sample].to(device)
 
@@ -116,18 +116,7 @@ def main() -> None:
         return predict(model, batches(xs, ys, None, cfg.eval_batch_size, transform, device), device, desc="features",
                        features=True)
 
-    def fresh_model():  # a random-init ViT of the same shape (Bad Teacher's incompetent teacher)
-        return build_model(ckpt["model_name"], **dict(ckpt["model_args"], pretrained=False, weights_file="")).to(device)
-
     feats = {"original": features(model), "gold": features(load_model(refs_dir / "gold.pt", device, MAKE_REFS)[0])}
-    teacher = copy.deepcopy(model).eval().requires_grad_(False)
-    unseen = splits["test_unseen"]  # the only test rows a method may see (never scored)
-    ctx = Ctx(track="vit", images=on_device["train"][0], labels=on_device["train"][1], forget=splits["forget"],
-              retain=splits["retain"], unseen=(on_device["test"][0][unseen.to(device)], on_device["test"][1][unseen.to(device)]),
-              teacher=teacher, fresh_model=fresh_model, num_classes=ckpt["model_args"]["num_classes"],
-              train_transform=transform, eval_transform=transform, cfg=cfg, device=device,
-              gen=torch.Generator().manual_seed(cfg.seed))  # 03 trains without augmentation: so do the methods
-
     def save(name, model, logits):
         save_checkpoint(out / f"{name}.pt", model, ckpt["model_name"], ckpt["model_args"], config_dict(cfg),
                         method=name, unlearned_from=str(refs_dir / "original.pt"))
@@ -151,7 +140,8 @@ def main() -> None:
         ok = finite(logits[name])
         if not ok:
             print(f"[{STAGE}] WARNING: {name} produced non-finite logits (diverged): its figures are NaN")
-        extra = runs[name] if name in runs else {k: refs["models"][name][k] for k in ("seconds", "units")}
+        extra = dict(runs[name], settings_from=provenance[name]["status"]) if name in runs else \
+            {k: refs["models"][name][k] for k in ("seconds", "units")}
         models[name] = dict(m, diverged=not ok, **extra)
         log.log("metrics", model=name, **{k: round(v, 4) for k, v in m.items() if not isinstance(v, list)})
     embeddings = {name: tsne_embed(f, cfg.seed) for name, f in feats.items() if torch.isfinite(f).all()}
@@ -162,7 +152,7 @@ def main() -> None:
                    data_source=prep["source"], n_train=prep["n_train"], n_test=prep["n_test"], methods=names,
                    budget=cfg.budget, gold_units=gold_units, budget_units=cfg.budget * gold_units or None,
                    budgets=parse_budgets(cfg.budgets), curve=curves, reproduction=reproduction, bn=cfg.bn,
-                   tsne_png="tsne.png", tsne_per_group=cfg.tsne_per_group,
+                   settings=cfg.settings, tuned=provenance, tsne_png="tsne.png", tsne_per_group=cfg.tsne_per_group,
                    units="accuracy %, entropy nats, JS distance natural log (scipy default, reference A) in [0, 0.833], "
                          "compute in units (1 per image forward, 2 more per image backward), seconds wall time of "
                          "the unlearning steps (evaluation excluded; reported, never deciding)")

@@ -25,42 +25,26 @@ Run
 """
 from __future__ import annotations
 
-import copy
 import time
 
 import torch
 
 from common.config import ResNetUnlearnConfig, config_dict, parse_config, print_config, resolve_device
-from common.data import load_prepared, resnet_transform, stage_dir, to_device
-from common.io import (PipelineError, load_json, load_torch, remove_stale, run_main, save_checkpoint, save_json,
-                       write_manifest)
+from common.data import PREPARE_CMD as PREP_CMD, load_prepared, stage_dir
+from common.io import load_json, remove_stale, run_main, save_checkpoint, save_json, write_manifest
 from common.log import RunLog
 from common.methods import METHODS
 from common.metrics import (curve_figures, finite, load_logits, logits_path, samplewise_metrics, save_logits,
                             track_train_rows)
-from common.models import RESNET, build_model, load_model
+from common.models import RESNET
 from common.seed import set_seed
 from common.train import split_logits
-from common.unlearn import Ctx, check_config, parse_budgets, reproduce, run_methods, with_method_settings
+from common.tracks import load_track
+from common.unlearn import apply_tuned, check_config, parse_budgets, reproduce, run_methods, with_method_settings
 
 STAGE = "05_unlearn_gan"
 TRAIN_STAGE = "02_train_resnet"
 TRAIN_CMD = "python 02_train_resnet.py (or make all)"
-
-
-def load_references(cfg: ResNetUnlearnConfig, data: dict, splits: dict, device: str):
-    """02's original (as the model to unlearn), its training config, metrics and both references' logits."""
-    d02 = stage_dir(cfg.results, TRAIN_STAGE)
-    model, ckpt = load_model(d02 / "original.pt", device, TRAIN_CMD)
-    first = load_torch(d02 / "first_batch.pt", "forget batch", TRAIN_CMD)
-    if not torch.equal(first["indices"], splits["sample_forget"]):
-        raise PipelineError(f"{d02 / 'first_batch.pt'} does not match stage 01's sample_forget: re-run {TRAIN_CMD}")
-    refs = load_json(d02 / "metrics.json", "stage 02 metrics", TRAIN_CMD)
-    if "gold" not in refs["models"]:
-        raise PipelineError(f"stage 02 trained no gold model, so there is no budget or target: re-run {TRAIN_CMD} "
-                            "with --train-gold true")
-    logits = {n: load_logits(logits_path(cfg.results, TRAIN_STAGE, n), TRAIN_CMD, data) for n in ("original", "gold")}
-    return model, ckpt, refs, logits
 
 
 def main() -> None:
@@ -70,26 +54,15 @@ def main() -> None:
     device = resolve_device(cfg.device)
     started = time.time()
     data, splits = load_prepared(cfg.results)
-    model, ckpt, refs, ref_logits = load_references(cfg, data, splits, device)
-    norm = ckpt["config"].get("norm", "cifar")
-    augment = ckpt["config"].get("augment", True)  # the original's inputs: methods train on the same
+    t = load_track("resnet", cfg, device, data, splits)  # 02's original, the methods' Ctx (common.tracks)
+    model, ckpt, refs, ctx, eval_tf, on_device, norm = t.model, t.ckpt, t.refs, t.ctx, t.eval_transform, t.on_device, t.norm
+    ref_logits = {n: load_logits(logits_path(cfg.results, TRAIN_STAGE, n), TRAIN_CMD, data) for n in ("original", "gold")}
+    prep = load_json(stage_dir(cfg.results, "01_prepare_data") / "metrics.json", "stage 01 metrics", PREP_CMD)
+    provenance = apply_tuned(cfg, "resnet", METHODS, prep, splits)  # tuned or official settings, per method
     out = stage_dir(cfg.results, STAGE)
     (out / "metrics.json").unlink(missing_ok=True)  # a run that fails part-way leaves no "done" marker
     log = RunLog(out, STAGE, config_dict(cfg), cfg.wandb)
     set_seed(cfg.seed)
-    fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    model = model.to(memory_format=fmt)
-    on_device = {s: to_device(data[f"{s}_images"], data[f"{s}_labels"], device) for s in ("train", "test")}
-    eval_tf = resnet_transform(False, cfg.channels_last, norm)
-    unseen = splits["test_unseen"].to(device)  # the only test rows a method may see (never scored)
-    ctx = Ctx(track="resnet", images=on_device["train"][0], labels=on_device["train"][1],
-              forget=splits["sample_forget"], retain=splits["sample_retain"],
-              unseen=(on_device["test"][0][unseen], on_device["test"][1][unseen]),
-              teacher=copy.deepcopy(model).eval().requires_grad_(False),
-              fresh_model=lambda: build_model(RESNET, **ckpt["model_args"]).to(device, memory_format=fmt),
-              num_classes=ckpt["model_args"]["num_classes"],
-              train_transform=resnet_transform(augment, cfg.channels_last, norm), eval_transform=eval_tf, cfg=cfg,
-              device=device, gen=torch.Generator().manual_seed(cfg.seed))
 
     def save(name, model, logits):
         save_checkpoint(out / f"{name}.pt", model, RESNET, ckpt["model_args"], dict(config_dict(cfg), norm=norm),
@@ -113,13 +86,15 @@ def main() -> None:
         ok = finite(logits[name], scored)
         if not ok:
             print(f"[{STAGE}] WARNING: {name} produced non-finite logits (diverged): its figures are NaN")
-        models[name] = dict(samplewise_metrics(logits[name], data, splits, ref_logits["gold"]), diverged=not ok, **runs[name])
+        models[name] = dict(samplewise_metrics(logits[name], data, splits, ref_logits["gold"]), diverged=not ok,
+                            settings_from=provenance[name]["status"], **runs[name])
         log.log("metrics", model=name, **{k: models[name][k] for k in ("acc_forget", "acc_retain", "acc_test")})
 
     metrics = dict(models=models, profile=cfg.profile, device=device, methods=names, budget=cfg.budget,
                    gold_units=gold_units, budget_units=cfg.budget * gold_units or None,
                    budgets=parse_budgets(cfg.budgets), curve=curves, reproduction=reproduction, bn=cfg.bn, norm=norm,
-                   augment=augment, forget_size=len(splits["sample_forget"]),
+                   augment=t.augment, forget_size=len(splits["sample_forget"]), settings=cfg.settings,
+                   tuned=provenance,
                    units="accuracy %, compute in units (1 per image forward, 2 more per image backward), seconds "
                          "wall time of the unlearning steps (evaluation excluded; reported, never deciding)")
     d01, d02 = stage_dir(cfg.results, "01_prepare_data"), stage_dir(cfg.results, TRAIN_STAGE)

@@ -64,7 +64,7 @@ GAP_KEYS = {"vit": ("acc_forget_train", "acc_retain_train", "acc_test_retain"),
 FORGET_KEY = {"vit": "acc_forget_train", "resnet": "acc_forget"}
 REFS = ("original", "gold")
 UNLEARN_STAGE = {"vit": "04_unlearn_vit", "resnet": "05_unlearn_gan"}  # where each track's methods, curve live
-DROP = ("history", "grid", "vs_gold", "logits", "settings")  # per-model fields no table shows
+DROP = ("history", "grid", "vs_gold", "logits", "settings", "settings_from")  # per-model fields no table shows
 NO_GAP = ("seconds", "rte_pct_of_gold", "avg_gap", "pct_of_gold", "units")  # costs and Avg Gap: no gap to gold
 
 
@@ -432,6 +432,31 @@ TITLES = {"vit": "ViT track: class-wise forgetting (reference A's scenario)",
           "resnet": "ResNet track: sample-wise forgetting (reference B's scenario)"}
 
 
+def settings_lines(m: dict, track: str) -> list[str]:
+    """Per method: where its settings came from (stage 04 / 05 metrics `tuned`): tuned by `make tune` (trials,
+    tuning problem, objective against the defaults' on the tuning problem, tuning cost) or official defaults (why)."""
+    prov = m.get({"vit": "04_unlearn_vit", "resnet": "05_unlearn_gan"}[track], {}).get("tuned") or {}
+    if not prov:
+        return []
+    lines = ["Settings per method (`make tune`: Optuna TPE on the tuning problem, which the report never scores; "
+             "objective = norm of the gaps to the tuning gold on forget, retain and test_val accuracy and the "
+             "membership figure, in points). The tuning cost is stated apart from each run's compute and RTE:", ""]
+    for name, p in prov.items():
+        if p.get("status") == "tuned":
+            text = (f"tuned ({p.get('trials')} trials, tuning problem: {p.get('tuning', '?')}; objective "
+                    f"{p.get('objective')} vs {p.get('default_objective')} at the official defaults; tuning cost "
+                    f"{p.get('cost_pct_of_gold')} % of gold): " + ", ".join(f"{k} {v:.3g}" if isinstance(v, float)
+                                                                             else f"{k} {v}" for k, v in p["settings"].items()))
+            if p.get("overridden"):
+                text += f"; set on the command line instead: {', '.join(p['overridden'])}"
+        elif p.get("status") == "stale":
+            text = f"official defaults: the tuned entry is **stale** ({p.get('why')})"
+        else:
+            text = f"official defaults ({p.get('why', '')})"
+        lines.append(f"- {name}: {text}")
+    return lines + [""]
+
+
 def build_report(trees: dict, aggs: dict, floors: dict, repro: dict, figs: dict, results: Path) -> str:
     """report.md: header, missing stages, how to read, the summary over seeds (per track: the main table, ViT's
     extra figures, attacks, the reproduction), each seed's own tables, the figures."""
@@ -474,6 +499,7 @@ def build_report(trees: dict, aggs: dict, floors: dict, repro: dict, figs: dict,
             lines += [agg_table(agg, attack, {c: c.removeprefix("attack_") for c in attack}), ""]
         if track in repro:
             lines += [REPRO_TITLE, "", agg_table(repro[track], MAIN_COLS[track] + REPRO_COLS, NAMES), ""]
+        lines += settings_lines(first["m"], track)
     for seed, t in trees.items():
         lines += [f"## Seed {seed}", ""]
         for track, df in t["tables"].items():

@@ -17,6 +17,14 @@ WANDB        ?= 0
 PYTHON       ?= python3
 VENV         ?= .venv
 BUDGETS      ?=
+SETTINGS     ?= tuned
+TUNED_DIR    ?= common/tuned
+TUNE_SEED    ?= 1000
+TUNE_FORGET_CLASS ?= 1
+TRIALS       ?= 12
+WORKERS      ?= 1
+STORAGE      ?=
+TRACKS       ?= vit resnet
 THREADS      ?= $(shell nproc 2>/dev/null || echo 1)
 # SEEDS: training seeds (initial weights, batch order, augmentation); each gets results/seed-<s>/, self-contained,
 #   so seeds can run on different machines (copy the trees into one results/ and run `make report`).
@@ -25,6 +33,11 @@ THREADS      ?= $(shell nproc 2>/dev/null || echo 1)
 # with several, the seeds' own golds give it.
 # BUDGETS: e.g. "0.05,0.1,0.2,0.5,1": also evaluate every unlearning method at each fraction of gold's cost (the
 #   trade-off curve of the report); empty = the profile's (smoke: 0.1,0.5; cpu/paper: none).
+# SETTINGS: tuned (the settings `make tune` committed in TUNED_DIR/<profile>.json, where current) | official.
+# make tune: Optuna studies on the tuning problem in RESULTS/tune/ (its own 01-03 with training seed TUNE_SEED,
+#   forget class TUNE_FORGET_CLASS, a sample-wise forget set outside the reported one), WORKERS local workers,
+#   TRIALS complete trials per (track, method) study, STORAGE = "" (journal file) or postgresql://user@host/db;
+#   then writes TUNED_DIR/<profile>.json. TUNE_SEED must not be one of SEEDS.
 # THREADS: torch's intra-op threads in every stage (CPU reductions depend on it, so metrics are identical only
 #   between runs with the same THREADS).
 export PYTHONHASHSEED := 0
@@ -37,14 +50,24 @@ VENV_STAMP := $(VENV)/.requirements-installed
 C_BASE     := common/__init__.py common/io.py common/config.py common/log.py
 C_DATA     := $(C_BASE) common/seed.py common/data.py
 C_TRAIN    := $(C_DATA) common/metrics.py common/models.py common/train.py
-C_UNLEARN  := $(C_TRAIN) common/unlearn.py $(sort $(wildcard common/methods/*.py))
+C_UNLEARN  := $(C_TRAIN) common/unlearn.py common/tracks.py $(sort $(wildcard common/methods/*.py))
+TUNED_JSON := $(wildcard $(TUNED_DIR)/*.json)
 C_ATTACK   := $(C_DATA) common/metrics.py
 C_REPORT   := $(C_BASE) common/aggregate.py common/figures.py
 NOISE_GOLD := $(if $(word 2,$(SEEDS)),false,true)
 TREE        = $(RESULTS)/seed-$*
 ARGS        = --profile $(PROFILE) --results $(TREE) --device $(DEVICE) --seed $* --wandb $(WANDB)
-U_ARGS      = $(if $(BUDGETS),--budgets $(BUDGETS))
+U_ARGS      = $(if $(BUDGETS),--budgets $(BUDGETS)) --settings $(SETTINGS) --tuned-dir $(TUNED_DIR)
+TUNE        := $(RESULTS)/tune
+TUNE_ARGS    = --profile $(PROFILE) --results $(TUNE) --device $(DEVICE) --seed $(TUNE_SEED) --wandb $(WANDB)
+TUNE_TEXT   := $(TUNE_SEED) $(TUNE_FORGET_CLASS)
+ifneq ($(filter $(TUNE_SEED),$(SEEDS)),)
+$(error TUNE_SEED $(TUNE_SEED) is one of SEEDS ($(SEEDS)): the tuning problem must not share a training seed with the report; pick another TUNE_SEED)
+endif
 SMOKE_DIR  ?= results-smoke
+# the smoke tuning run: one method per schedule kind (fixed, budget, once) and the project's GAN; the others keep
+# their official defaults in the smoke run, so both provenances are exercised
+SMOKE_TUNE_METHODS ?= finetune,scrub,ssd,gan
 
 # Changing a variable that shapes the data re-runs everything from stage 01 (every seed); changing the seed list
 # re-runs the report. Each stamp is rewritten only when its text changes.
@@ -52,10 +75,13 @@ VARS_STAMP  := $(RESULTS)/.make-vars
 VARS_TEXT   := $(PROFILE) $(DATA_SOURCE) $(abspath $(DATA_DIR)) $(DEVICE) $(SPLIT_SEED) $(FORGET_CLASS) $(THREADS)
 SEEDS_STAMP := $(RESULTS)/.make-seeds
 BUDGETS_STAMP := $(RESULTS)/.make-budgets
+U_TEXT      := $(BUDGETS) $(SETTINGS) $(abspath $(TUNED_DIR))
+TUNE_STAMP  := $(RESULTS)/.make-tune
 ifeq ($(filter help clean test pytest venv,$(MAKECMDGOALS)),)
 $(shell mkdir -p $(RESULTS); [ "$$(cat $(VARS_STAMP) 2>/dev/null)" = "$(VARS_TEXT)" ] || echo "$(VARS_TEXT)" > $(VARS_STAMP))
 $(shell [ "$$(cat $(SEEDS_STAMP) 2>/dev/null)" = "$(SEEDS)" ] || echo "$(SEEDS)" > $(SEEDS_STAMP))
-$(shell [ -f $(BUDGETS_STAMP) ] && [ "$$(cat $(BUDGETS_STAMP))" = "$(BUDGETS)" ] || echo "$(BUDGETS)" > $(BUDGETS_STAMP))
+$(shell mkdir -p $(TUNE); [ "$$(cat $(TUNE_STAMP) 2>/dev/null)" = "$(TUNE_TEXT)" ] || echo "$(TUNE_TEXT)" > $(TUNE_STAMP))
+$(shell [ -f $(BUDGETS_STAMP) ] && [ "$$(cat $(BUDGETS_STAMP))" = "$(U_TEXT)" ] || echo "$(U_TEXT)" > $(BUDGETS_STAMP))
 endif
 
 per_seed = $(foreach s,$(SEEDS),$(RESULTS)/seed-$(s)/$(1))
@@ -67,7 +93,7 @@ S05 := 05_unlearn_gan/metrics.json
 S06 := 06_membership_attack/metrics.json
 REPORT := $(RESULTS)/report.md
 
-.PHONY: all prepare report test pytest smoke help clean venv
+.PHONY: all prepare report test pytest smoke help clean venv tune tune-tree
 all: $(REPORT)
 prepare: $(call per_seed,$(S01))
 report: $(REPORT)
@@ -90,15 +116,44 @@ $(RESULTS)/seed-%/$(S02): 02_train_resnet.py $(C_TRAIN) $(RESULTS)/seed-%/$(S01)
 $(RESULTS)/seed-%/$(S03): 03_train_vit_refs.py $(C_TRAIN) $(RESULTS)/seed-%/$(S01) | $(VENV_STAMP)
 	$(PY) 03_train_vit_refs.py $(ARGS) --noise-gold $(NOISE_GOLD)
 
-$(RESULTS)/seed-%/$(S04): 04_unlearn_vit.py $(C_UNLEARN) $(RESULTS)/seed-%/$(S03) $(BUDGETS_STAMP) | $(VENV_STAMP)
+$(RESULTS)/seed-%/$(S04): 04_unlearn_vit.py $(C_UNLEARN) $(TUNED_JSON) $(RESULTS)/seed-%/$(S03) $(BUDGETS_STAMP) | $(VENV_STAMP)
 	$(PY) 04_unlearn_vit.py $(ARGS) $(U_ARGS)
 
-$(RESULTS)/seed-%/$(S05): 05_unlearn_gan.py $(C_UNLEARN) $(RESULTS)/seed-%/$(S02) $(BUDGETS_STAMP) | $(VENV_STAMP)
+$(RESULTS)/seed-%/$(S05): 05_unlearn_gan.py $(C_UNLEARN) $(TUNED_JSON) $(RESULTS)/seed-%/$(S02) $(BUDGETS_STAMP) | $(VENV_STAMP)
 	$(PY) 05_unlearn_gan.py $(ARGS) $(U_ARGS)
 
 $(RESULTS)/seed-%/$(S06): 06_membership_attack.py $(C_ATTACK) $(RESULTS)/seed-%/$(S04) $(RESULTS)/seed-%/$(S05) \
   | $(VENV_STAMP)
 	$(PY) 06_membership_attack.py $(ARGS)
+
+# The tuning problem: the same stages in RESULTS/tune/, trained once (gold only: no gold_2).
+$(TUNE)/$(S01): 01_prepare_data.py $(C_DATA) $(VARS_STAMP) $(TUNE_STAMP) | $(VENV_STAMP)
+	$(PY) 01_prepare_data.py $(TUNE_ARGS) --source $(DATA_SOURCE) --data-dir $(DATA_DIR) --cache-dir $(CACHE_DIR) \
+	  --forget-class $(FORGET_CLASS) --split-seed $(SPLIT_SEED) --problem tune --tune-forget-class $(TUNE_FORGET_CLASS)
+
+$(TUNE)/$(S02): 02_train_resnet.py $(C_TRAIN) $(TUNE)/$(S01) | $(VENV_STAMP)
+	$(PY) 02_train_resnet.py $(TUNE_ARGS) --noise-gold false
+
+$(TUNE)/$(S03): 03_train_vit_refs.py $(C_TRAIN) $(TUNE)/$(S01) | $(VENV_STAMP)
+	$(PY) 03_train_vit_refs.py $(TUNE_ARGS) --noise-gold false
+
+TUNE_METHODS ?= all
+TUNE_THREADS ?= $(shell t=$$(( $(THREADS) / $(WORKERS) )); [ $$t -gt 0 ] && echo $$t || echo 1)
+TUNE_OPTS     = --profile $(PROFILE) --results $(TUNE) --device $(DEVICE) --seed $(TUNE_SEED) \
+  --tracks "$(TRACKS)" --methods $(TUNE_METHODS) --trials $(TRIALS) --storage "$(STORAGE)"
+TUNE_DEPS    := $(if $(filter resnet,$(TRACKS)),$(TUNE)/$(S02)) $(if $(filter vit,$(TRACKS)),$(TUNE)/$(S03))
+tune-tree: $(TUNE_DEPS)
+
+# make tune: studies (official defaults as trial 0), WORKERS local workers (THREADS / WORKERS torch threads each;
+# more workers on other machines: the same command with STORAGE=postgresql://... and `--action work`), then the
+# chosen settings in TUNED_DIR/<profile>.json. Not part of `make all`: its settings are committed.
+tune: $(TUNE_DEPS) | $(VENV_STAMP)
+	$(PY) -m common.tune --action create $(TUNE_OPTS)
+	@pids=""; for w in $$(seq 0 $$(( $(WORKERS) - 1 ))); do \
+	  THREADS=$(TUNE_THREADS) $(PY) -m common.tune --action work --worker $$w $(TUNE_OPTS) & pids="$$pids $$!"; \
+	done; ok=0; for p in $$pids; do wait $$p || ok=1; done; exit $$ok
+	$(PY) -m common.tune --action collect $(TUNE_OPTS) --tuned-dir $(TUNED_DIR) \
+	  --command "make tune PROFILE=$(PROFILE) DATA_SOURCE=$(DATA_SOURCE) TRACKS='$(TRACKS)' WORKERS=$(WORKERS) TRIALS=$(TRIALS) TUNE_SEED=$(TUNE_SEED) TUNE_FORGET_CLASS=$(TUNE_FORGET_CLASS) THREADS=$(THREADS)"
 
 # One report over every seed tree: mean ± std across seeds, then each seed's own tables.
 $(REPORT): 07_report.py $(C_REPORT) $(SEEDS_STAMP) $(call per_seed,$(S06)) | $(VENV_STAMP)
@@ -113,9 +168,13 @@ pytest: $(VENV_STAMP)
 smoke: $(VENV_STAMP)
 	rm -rf $(SMOKE_DIR)
 	$(PY) tests/fake_data.py kaggle $(SMOKE_DIR)/data --per-class 60
+	$(MAKE) --no-print-directory tune PROFILE=smoke DATA_SOURCE=kaggle DATA_DIR=$(SMOKE_DIR)/data \
+	  CACHE_DIR=$(SMOKE_DIR)/cache RESULTS=$(SMOKE_DIR)/results DEVICE=cpu WANDB=0 SEEDS="0 1" \
+	  TUNED_DIR=$(SMOKE_DIR)/tuned WORKERS=2 TRIALS=3 TUNE_METHODS=$(SMOKE_TUNE_METHODS)
 	$(MAKE) --no-print-directory all PROFILE=smoke DATA_SOURCE=kaggle DATA_DIR=$(SMOKE_DIR)/data \
-	  CACHE_DIR=$(SMOKE_DIR)/cache RESULTS=$(SMOKE_DIR)/results DEVICE=cpu WANDB=0 SEEDS="0 1"
-	$(PY) tests/check_smoke.py $(SMOKE_DIR)/results 0 1
+	  CACHE_DIR=$(SMOKE_DIR)/cache RESULTS=$(SMOKE_DIR)/results DEVICE=cpu WANDB=0 SEEDS="0 1" \
+	  TUNED_DIR=$(SMOKE_DIR)/tuned
+	$(PY) tests/check_smoke.py $(SMOKE_DIR)/results 0 1 --tuned $(SMOKE_DIR)/tuned
 	$(PY) tests/check_determinism.py $(SMOKE_DIR)/results/seed-0
 
 test: pytest smoke

@@ -19,9 +19,12 @@ Wall time is still measured (RTE) but decides nothing.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import math
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Callable, Iterator
 
@@ -442,3 +445,74 @@ def with_method_settings(base: type, track: str, registry: dict) -> type:
     cls.preset = staticmethod(preset)
     cls.track = track
     return cls
+
+
+# ------------------------------------------------------------------------------------------- tuned settings
+REPO = Path(__file__).resolve().parents[1]
+
+
+def method_file_hash(name: str) -> str:
+    """sha256 (16 hex) of common/methods/<name>.py: tuned settings are current only for the file they were tuned with."""
+    return hashlib.sha256((REPO / "common" / "methods" / f"{name}.py").read_bytes()).hexdigest()[:16]
+
+
+def tuned_file(tuned_dir: str, profile: str):
+    path = Path(tuned_dir)
+    return (path if path.is_absolute() else REPO / path) / f"{profile}.json"
+
+
+def _cast(value, like):
+    return type(like)(value) if isinstance(like, (int, float)) and not isinstance(like, bool) else value
+
+
+def apply_tuned(cfg, track: str, registry: dict, prep: dict, splits: dict) -> dict:
+    """Set each method's settings to what `make tune` chose for this profile and track (<tuned_dir>/<profile>.json,
+    written by common.tune), where the entry is current: tuned with this method file, this profile and this data
+    (stage 01's data_hash). A stale entry is reported (`status` "stale", with why) and not used; settings given on
+    the command line win. Raises when the reported problem is the tuning problem (same forget class, or sample-wise
+    forget rows shared with the tuning forget set): the tuned numbers would be scored on their own tuning data.
+    Returns {method: provenance} for the metrics and the report."""
+    if cfg.settings not in ("tuned", "official"):
+        raise PipelineError(f"--settings {cfg.settings!r}: use tuned or official")
+    out = {n: dict(status="official", why="--settings official") for n in registry}
+    if cfg.settings == "official":
+        return out
+    path = tuned_file(cfg.tuned_dir, cfg.profile)
+    if not path.is_file():
+        return {n: dict(status="official", why=f"no tuned settings for profile {cfg.profile} ({path.name}; make tune)")
+                for n in registry}
+    try:
+        entries = json.loads(path.read_text())["tracks"].get(track, {})
+    except (ValueError, KeyError, TypeError):
+        raise PipelineError(f"{path} is not a tuned-settings file of common.tune: re-run make tune, or pass "
+                            "--settings official") from None
+    problem = entries.get("problem", {})
+    if entries.get("methods"):
+        if track == "vit" and problem.get("forget_class") == prep["forget_class"]:
+            raise PipelineError(f"the reported forget class {prep['forget_class']} is the class the settings in {path} "
+                                "were tuned on: report another class, re-tune with another TUNE_FORGET_CLASS, or pass "
+                                "--settings official")
+        shared = set(problem.get("forget_rows", [])) & set(splits["sample_forget"].tolist()) if track == "resnet" else ()
+        if shared:
+            raise PipelineError(f"the reported forget set shares {len(shared)} rows with the tuning problem's forget set "
+                                f"of {path}: re-tune for this SPLIT_SEED (make tune) or pass --settings official")
+    for name in registry:
+        entry = entries.get("methods", {}).get(name)
+        if entry is None:
+            out[name] = dict(status="official", why=f"not tuned for the {track} track in {path.name}")
+            continue
+        now = dict(method_file=method_file_hash(name), profile=cfg.profile, data=prep.get("data_hash"))
+        changed = [k for k, v in now.items() if entry["tuned_for"].get(k) != v]
+        summary = {k: entry["study"][k] for k in ("trials", "objective", "default_objective", "best_trial",
+                                                   "cost_pct_of_gold", "tuning", "command") if k in entry["study"]}
+        if changed:
+            out[name] = dict(status="stale", why=f"tuned for another {' and '.join(changed)} ({path.name}); "
+                                                 "official defaults used: re-run make tune", **summary)
+            print(f"WARNING: the tuned settings of {name} ({track}) are stale: {out[name]['why']}", flush=True)
+            continue
+        overridden = [k for k in entry["settings"] if f"{name}_{k}" in getattr(cfg, "cli_fields", ())]
+        for k, v in entry["settings"].items():
+            if k not in overridden:
+                setattr(cfg, f"{name}_{k}", _cast(v, getattr(cfg, f"{name}_{k}")))
+        out[name] = dict(status="tuned", settings=entry["settings"], overridden=overridden, **summary)
+    return out

@@ -1,7 +1,9 @@
 """After the smoke pipeline (usage: check_smoke.py RESULTS SEED [SEED ...]): in every seed tree each stage wrote its
 manifest and metrics; the aggregate report has a summary over all seeds before one section per seed; every model
 of every track is a row of the report's tables and has one row per seed in summary.csv, with finite headline
-figures (a model marked diverged is exempt). Exit status 1 with one line per problem."""
+figures (a model marked diverged is exempt). With --tuned DIR (the smoke tuning run's settings): every tuned study
+counted its trials, and stages 04 / 05 ran each tuned method at its tuned settings, the others at their official
+defaults, and the report says which. Exit status 1 with one line per problem."""
 from __future__ import annotations
 
 import json
@@ -60,8 +62,49 @@ def model_problems(tree: Path, seed: str, text: str, table: pd.DataFrame) -> lis
     return out
 
 
+def tuning_problems(results: Path, seeds: list[str], tuned_dir: Path) -> list[str]:
+    path = tuned_dir / "smoke.json"
+    if not path.is_file():
+        return [f"make tune wrote no {path}"]
+    out, tracks = [], json.loads(path.read_text())["tracks"]
+    text = (results / "report.md").read_text() if (results / "report.md").is_file() else ""
+    if not (results / "tune" / "summary.json").is_file():
+        out.append(f"{results / 'tune' / 'summary.json'} (every counted trial) is missing")
+    for track, stage in (("vit", "04_unlearn_vit"), ("resnet", "05_unlearn_gan")):
+        methods = tracks.get(track, {}).get("methods", {})
+        if not methods:
+            out.append(f"{path}: no tuned methods for the {track} track")
+        for name, e in methods.items():
+            if e["study"]["complete"] < e["study"]["trials"] or e["study"]["objective"] > e["study"]["default_objective"]:
+                out.append(f"{path}: {track}/{name} counted too few trials or is worse than its defaults")
+        for seed in seeds:
+            mpath = results / f"seed-{seed}" / stage / "metrics.json"
+            if not mpath.is_file():
+                out.append(f"{mpath} is missing")
+                continue
+            m = json.loads(mpath.read_text())
+            for name, prov in m.get("tuned", {}).items():
+                want = "tuned" if name in methods else "official"
+                if prov["status"] != want:
+                    out.append(f"seed {seed} {stage}: {name} ran at {prov['status']} settings, expected {want}")
+                if want == "tuned" and name in m["models"]:
+                    ran = m["models"][name]["settings"]
+                    if any(abs(ran[k] - v) > 1e-12 * max(1.0, abs(v)) for k, v in methods[name]["settings"].items()):
+                        out.append(f"seed {seed} {stage}: {name} did not run at its tuned settings")
+        if methods and f"- {next(iter(methods))}: tuned (" not in text:
+            out.append(f"report.md does not say that {track} methods were tuned")
+    return out
+
+
 if __name__ == "__main__":
-    found = problems(Path(sys.argv[1]), sys.argv[2:])
+    args = sys.argv[1:]
+    tuned = None
+    if "--tuned" in args:
+        i = args.index("--tuned")
+        tuned, args = Path(args[i + 1]), args[:i] + args[i + 2:]
+    found = problems(Path(args[0]), args[1:])
+    if tuned is not None:
+        found += tuning_problems(Path(args[0]), args[1:], tuned)
     for line in found:
         print(f"smoke check: {line}")
     print(f"smoke check: {'FAILED' if found else 'ok'} ({len(found)} problem(s))")

@@ -1,7 +1,9 @@
 """Stage 04 - class-wise unlearning of the ViT (reference A's scenario): every registered method, same footing.
 
 Every method of common/methods/ (one file each: the references' fine-tune, gradient ascent, 2-stage and GAN, and the
-literature's methods) starts from 03's `original` weights at its official settings, trains on the inputs the
+literature's methods) starts from 03's `original` weights at its settings (tuned by `make tune` where the committed
+entry in common/tuned/<profile>.json is current, else its official defaults: common.unlearn.apply_tuned; metrics
+"tuned" says which, per method), trains on the inputs the
 original was trained with, runs under the same counted compute budget (`budget` x gold's training cost from 03, in
 units of images forward + 2 x images backward, common.unlearn) and is evaluated by one forward pass over every
 train and test row, cached as logits. Figures come from cached logits (common.metrics.classwise_metrics; JS to
@@ -11,7 +13,7 @@ With --budgets, every method is also evaluated at each budget fraction (the trad
 In the paper profile the references' methods also run with no budget, as reference A ran them ("reproduction").
 
 Reads   results/01_prepare_data/{data.pt, splits.pt, metrics.json}, results/03_train_vit_refs/{original.pt,
-        gold.pt, logits/original.pt, logits/gold.pt, metrics.json}
+        gold.pt, logits/original.pt, logits/gold.pt, metrics.json}, common/tuned/<profile>.json (if present)
 Writes  results/04_unlearn_vit/
   <method>.pt          the unlearned weights (common.io.save_checkpoint; load with common.models.load_model)
   logits/<method>.pt   {"train", "test"} float32 logits (data.pt row order)
@@ -25,6 +27,7 @@ Run
   python 04_unlearn_vit.py --methods finetune,two_stage      (a subset of METHODS; default all)
   python 04_unlearn_vit.py --finetune-lr 1e-3 --scrub-msteps 1   (any method setting: --help lists them)
   python 04_unlearn_vit.py --budgets 0.05,0.1,0.2,0.5,1      (the trade-off curve)
+  python 04_unlearn_vit.py --settings official            (official defaults, ignoring common/tuned/)
 """
 from __future__ import annotations
 

@@ -2,7 +2,8 @@
 
 The file name is the layout's; the stage runs every method of common/methods/ (one file each), reference B's GAN
 (`gan_reference`, exactly as B's code ran it) and the project's GAN variant (`gan`) included, on the same footing
-as stage 04: each starts from stage 02's `original` weights at its official settings, trains on the inputs the
+as stage 04: each starts from stage 02's `original` weights at its settings (tuned by `make tune` where the committed
+entry in common/tuned/<profile>.json is current, else its official defaults; metrics "tuned"), trains on the inputs the
 original was trained with (augmentation and normalisation from its checkpoint), runs under the same counted
 compute budget (`budget` x gold's training cost from 02, units of images forward + 2 x images backward) and is
 evaluated by one fp32 forward pass over the sample-wise train rows and every test row, cached as logits. The
@@ -11,7 +12,7 @@ GANs' "real" pool; never scored, never an attack's non-member). --budgets adds t
 profile `gan_reference` also runs with no budget, as reference B ran it ("reproduction").
 
 Reads   results/01_prepare_data/{data.pt, splits.pt}, results/02_train_resnet/{original.pt, gold.pt,
-        first_batch.pt, logits/original.pt, logits/gold.pt, metrics.json}
+        first_batch.pt, logits/original.pt, logits/gold.pt, metrics.json}, common/tuned/<profile>.json (if present)
 Writes  results/05_unlearn_gan/
   <method>.pt, logits/<method>.pt     weights and {"train", "test"} float32 logits of each unlearned model
   manifest.json, log.jsonl, metrics.json (last): {"models": {name: acc_forget / acc_retain / acc_test (%), units,
@@ -22,6 +23,7 @@ Run
   python 05_unlearn_gan.py --profile smoke --results results-smoke/results --device cpu
   python 05_unlearn_gan.py --methods gan_reference,gan --gan-lambda-retain 0.3
   python 05_unlearn_gan.py --budgets 0.05,0.1,0.2,0.5,1        (the trade-off curve)
+  python 05_unlearn_gan.py --settings official             (official defaults, ignoring common/tuned/)
 """
 from __future__ import annotations
 

@@ -54,7 +54,7 @@ import torch
 from common.config import (TuneConfig, ViTUnlearnConfig, ResNetUnlearnConfig, parse_config, print_config,
                            resolve_device)
 from common.data import PREPARE_CMD, batches, load_prepared, stage_dir
-from common.io import PipelineError, load_json, run_main, save_json
+from common.io import PipelineError, load_json, run_main, save_json, sha256
 from common.methods import METHODS
 from common.metrics import group_auc, mia_efficacy, true_class_confidence, true_class_log_prob
 from common.models import load_model
@@ -96,6 +96,22 @@ def storage_kind(cfg: TuneConfig) -> str:
 
 def study_name(profile: str, track: str, method: str) -> str:
     return f"{profile}/{track}/{method}"
+
+
+def tree_id(cfg: TuneConfig, track: str) -> str:
+    """Which tuning tree a study's trials were run on: the tuning seed and a hash of its gold's weights (a study is
+    never continued on a rebuilt tree)."""
+    gold = stage_dir(cfg.results, TRACKS[track]["stage"]) / "gold.pt"
+    if not gold.is_file():
+        raise PipelineError(f"no tuning gold {gold}: build the tuning tree first (make tune-tree, or make tune)")
+    return f"seed {cfg.seed}, gold {sha256(gold)[:16]}"
+
+
+def check_tree(study, cfg: TuneConfig, track: str) -> None:
+    if study.user_attrs.get("tree") != tree_id(cfg, track):
+        raise PipelineError(f"study {study.study_name} was filled on another tuning tree ({study.user_attrs.get('tree')}"
+                            f"; now {tree_id(cfg, track)}): delete {Path(cfg.results) / 'studies.journal'} (or the "
+                            "PostgreSQL studies) and re-run make tune")
 
 
 def tuned_settings_cfg(cfg: TuneConfig, track: str):
@@ -231,6 +247,20 @@ def complete_trials(study) -> list:
     return sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: t.number)
 
 
+def requeue_orphans(study) -> None:
+    """Journal storage has no heartbeat: a trial still RUNNING when `create` runs (before any local worker starts)
+    was left by a worker that died or was stopped. Mark it failed and queue its settings again (user attributes
+    kept, so an interrupted defaults trial is still the defaults trial), as the RDB storage's heartbeat retry does."""
+    from optuna.trial import TrialState
+
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
+        params = t.system_attrs.get("fixed_params") or t.params  # an enqueued trial's settings, even if never suggested
+        study.enqueue_trial(params, user_attrs={k: v for k, v in t.user_attrs.items() if k == "defaults"})
+        print(f"[tune] study {study.study_name}: trial {t.number} was left running by a stopped worker: failed, "
+              "its settings queued again", flush=True)
+
+
 def create(cfg: TuneConfig, storage) -> None:
     import optuna
 
@@ -244,6 +274,10 @@ def create(cfg: TuneConfig, storage) -> None:
                 study.enqueue_trial(defaults_of(ucfg, name), user_attrs={"defaults": True})
                 study.set_user_attr("method_file", method_file_hash(name))
                 study.set_user_attr("budget", cfg.budget)
+                study.set_user_attr("tree", tree_id(cfg, track))
+            check_tree(study, cfg, track)
+            if not cfg.storage:
+                requeue_orphans(study)
             print(f"[tune] study {study.study_name}: {len(study.get_trials(deepcopy=False))} trial(s) so far", flush=True)
 
 
@@ -269,9 +303,12 @@ def work(cfg: TuneConfig, storage, device: str) -> None:
             if study.user_attrs.get("method_file") != method_file_hash(name):
                 raise PipelineError(f"common/methods/{name}.py changed since its study was created: delete the study "
                                     f"storage ({storage_kind(cfg)}) and re-run make tune")
+            check_tree(study, cfg, track)
             if len(complete_trials(study)) >= cfg.trials:
                 continue
             problem = problem or Problem(cfg, track, device)  # loaded once per track, only when there is work
+            if "gold" not in study.user_attrs:  # the tuning gold's figures on the objective rows, for the summary
+                study.set_user_attr("gold", problem.gold)
 
             def objective(trial, name=name):
                 trial.set_user_attr("worker", cfg.worker)
@@ -307,6 +344,7 @@ def collect(cfg: TuneConfig, storage) -> None:
         entry["methods"] = dict(entry.get("methods", {}))
         for name in methods:
             study = optuna.load_study(study_name=study_name(cfg.profile, track, name), storage=storage)
+            check_tree(study, cfg, track)
             done = complete_trials(study)
             if len(done) < cfg.trials:
                 raise PipelineError(f"study {study.study_name} has {len(done)} complete trial(s) of --trials "
@@ -326,6 +364,7 @@ def collect(cfg: TuneConfig, storage) -> None:
                                data=prep["data_hash"]),
                 study=dict(name=study.study_name, trials=cfg.trials, complete=len(done), best_trial=best.number,
                            objective=round(best.value, 3), parts=best.user_attrs.get("parts"),
+                           figures=best.user_attrs.get("figures"), gold=study.user_attrs.get("gold"),
                            default_objective=round(default.value, 3), default_parts=default.user_attrs.get("parts"),
                            defaults=default.params, sampler=f"TPE (seed {cfg.sampler_seed} + worker, "
                            f"{cfg.startup_trials or max(1, round(cfg.trials / 3))} random start-up trials, constant liar)",
@@ -339,6 +378,7 @@ def collect(cfg: TuneConfig, storage) -> None:
                            command=cfg.command or "python -m common.tune"))
             summary[study.study_name] = [dict(number=t.number, value=t.value, params=t.params, **t.user_attrs)
                                          for t in counted]
+            entry["problem"]["gold"] = study.user_attrs.get("gold")  # the tuning gold's figures (%, MIA as fraction)
             print(f"[tune] {study.study_name}: best trial {best.number} objective {best.value:.2f} "
                   f"(defaults {default.value:.2f}) {best.params}", flush=True)
         tracks_out[track] = entry

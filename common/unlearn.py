@@ -515,4 +515,6 @@ def apply_tuned(cfg, track: str, registry: dict, prep: dict, splits: dict) -> di
             if k not in overridden:
                 setattr(cfg, f"{name}_{k}", _cast(v, getattr(cfg, f"{name}_{k}")))
         out[name] = dict(status="tuned", settings=entry["settings"], overridden=overridden, **summary)
+        print(f"tuned settings of {name} ({track}, {path.name}): " + ", ".join(
+            f"{k}={getattr(cfg, f'{name}_{k}')!r}" for k in entry["settings"]), flush=True)
     return out

@@ -156,7 +156,7 @@ import common.tune as T
 
 class FakeProblem:  # the storage / worker / collect code is real; only the training is replaced by a sleep
     def __init__(self, cfg, track, device):
-        pass
+        self.gold = dict(forget=50.0, retain=99.0, val=45.0, mia=0.5)
 
     def trial(self, name, params):
         time.sleep({sleep})
@@ -168,6 +168,12 @@ T.Problem = FakeProblem
 sys.argv = ["common.tune", *sys.argv[1:]]
 T.run_main(T.main)
 """
+
+
+def _fake_gold(results: Path) -> None:
+    """A stand-in tuning gold file: the studies record which tree (gold weights) they were filled on."""
+    (results / "02_train_resnet").mkdir(parents=True, exist_ok=True)
+    (results / "02_train_resnet" / "gold.pt").write_bytes(b"gold weights")
 
 
 def _free_port() -> int:
@@ -216,6 +222,7 @@ def test_two_workers_on_postgresql_fill_the_study_even_when_one_is_killed(postgr
                                                  str(kaggle_dir), "--cache-dir", str(tmp_path / "c"), "--results",
                                                  str(results), "--problem", "tune", "--forget-size", "8"])
     assert code == 0, err
+    _fake_gold(results)
     worker = tmp_path / "fake_worker.py"
     worker.write_text(FAKE_WORKER.format(repo=str(REPO), sleep=1.5))
     trials = 6
@@ -243,7 +250,8 @@ def test_two_workers_on_postgresql_fill_the_study_even_when_one_is_killed(postgr
     failed = [t for t in trials_now if t.state == TrialState.FAIL]
     assert failed, "the killed worker's trial was not failed by the heartbeat"
     retried = [t for t in trials_now if t.system_attrs.get("failed_trial") in {f.number for f in failed}]
-    assert retried and retried[0].params == failed[0].params  # retried with the same settings
+    # retried with the settings it had drawn (a worker killed between two suggestions leaves some undrawn)
+    assert retried and all(retried[0].params[k] == v for k, v in failed[0].params.items())
     tuned_dir = tmp_path / "tuned"
     subprocess.run([*py, "--action", "collect", "--tuned-dir", str(tuned_dir), *args], check=True, env=env,
                    capture_output=True)
@@ -253,3 +261,32 @@ def test_two_workers_on_postgresql_fill_the_study_even_when_one_is_killed(postgr
     assert out["study"]["best_trial"] == best.number and out["settings"] == best.params  # first `trials` only
     assert out["study"]["complete"] == len(complete) and out["study"]["storage"] == "postgresql"
     assert out["study"]["objective"] <= out["study"]["default_objective"]
+    # a rebuilt tuning tree (other gold weights) is never continued with the old studies
+    (results / "02_train_resnet" / "gold.pt").write_bytes(b"other gold")
+    r = subprocess.run([*py, "--action", "work", "--worker", "0", *args], env=env, capture_output=True, text=True)
+    assert r.returncode == 2 and "another tuning tree" in r.stderr
+
+
+def test_make_refuses_a_tuning_seed_among_the_reported_seeds(tmp_path):
+    r = subprocess.run(["make", "-n", "all", "SEEDS=0 1000", "TUNE_SEED=1000", f"RESULTS={tmp_path / 'r'}"], cwd=REPO,
+                       capture_output=True, text=True)
+    assert r.returncode != 0 and "TUNE_SEED 1000 is one of SEEDS" in r.stderr
+
+
+def test_create_requeues_a_journal_trial_left_running_by_a_stopped_worker(tmp_path):
+    import optuna
+    from optuna.trial import TrialState
+
+    cfg = TuneConfig(profile="smoke", results=str(tmp_path), tracks="resnet", methods="finetune", storage="")
+    _fake_gold(tmp_path)
+    storage = tune.storage_of(cfg)
+    tune.create(cfg, storage)
+    study = optuna.load_study(study_name="smoke/resnet/finetune", storage=storage)
+    orphan = study.ask()  # the defaults trial, taken by a worker that then died before finishing it
+    assert orphan.user_attrs.get("defaults") and study.get_trials(states=(TrialState.RUNNING,))
+    tune.create(cfg, storage)  # make tune runs create before its workers start
+    trials = study.get_trials()
+    assert trials[0].state == TrialState.FAIL
+    waiting = [t for t in trials if t.state == TrialState.WAITING]
+    assert len(waiting) == 1 and waiting[0].user_attrs.get("defaults")
+    assert waiting[0].system_attrs["fixed_params"] == tune.defaults_of(tune.tuned_settings_cfg(cfg, "resnet"), "finetune")

@@ -37,7 +37,10 @@ THREADS      ?= $(shell nproc 2>/dev/null || echo 1)
 # make tune: Optuna studies on the tuning problem in RESULTS/tune/ (its own 01-03 with training seed TUNE_SEED,
 #   forget class TUNE_FORGET_CLASS, a sample-wise forget set outside the reported one), WORKERS local workers,
 #   TRIALS complete trials per (track, method) study, STORAGE = "" (journal file) or postgresql://user@host/db;
-#   then writes TUNED_DIR/<profile>.json. TUNE_SEED must not be one of SEEDS.
+#   then writes TUNED_DIR/<profile>.json. TUNE_SEED must not be one of SEEDS. 1001, not 1000: with seed 1000 the cpu
+#   ResNet recipe's tuning gold underfit its retain rows (86.3 % retain accuracy against the original's 99.6 %; this
+#   recipe memorises only in its last two epochs), a target no method should be tuned towards; seed 1001's gold
+#   fits them as the reported seeds' golds do (98.7 % train accuracy in its last epoch).
 # THREADS: torch's intra-op threads in every stage (CPU reductions depend on it, so metrics are identical only
 #   between runs with the same THREADS).
 export PYTHONHASHSEED := 0

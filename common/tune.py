@@ -186,7 +186,6 @@ class Problem:
         if track == "resnet" and self.ucfg.channels_last:
             gold = gold.to(memory_format=torch.channels_last)
         self.gold = self.figures(gold)
-        self.eval_units = sum(len(v) for k, v in self.rows.items())  # forward passes per trial (not in the budget)
 
     def _logits(self, model, split: str, rows: torch.Tensor) -> torch.Tensor:
         """Logits of `rows`, in bf16 autocast when --amp (the default): the objective's evaluation is overhead on

@@ -59,10 +59,11 @@ def main(tree: Path, methods: str) -> int:
         for p in loaders:
             p.start()
         try:
+            ran = json.loads((tree / STAGE / "manifest.json").read_text())["config"]  # the same settings source
             cmd = [sys.executable, str(REPO / f"{STAGE}.py"), "--profile", profile, "--results", str(copy),
-                   "--device", first["device"], "--seed", str(json.loads((tree / STAGE / "manifest.json")
-                                                                           .read_text())["config"]["seed"]),
-                   "--methods", methods, "--budgets", ",".join(str(b) for b in first["budgets"])]
+                   "--device", first["device"], "--seed", str(ran["seed"]), "--settings", ran["settings"],
+                   "--tuned-dir", ran["tuned_dir"], "--methods", methods,
+                   "--budgets", ",".join(str(b) for b in first["budgets"])]
             run = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
         finally:
             for p in loaders:

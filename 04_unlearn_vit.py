@@ -98,11 +98,10 @@ def main() -> None:
     data, splits = load_prepared(cfg.results)
     prep = load_json(stage_dir(cfg.results, "01_prepare_data") / "metrics.json", "stage 01 metrics", "python 01_prepare_data.py")
     refs_dir = stage_dir(cfg.results, REFS)
-    refs = load_json(refs_dir / "metrics.json", "stage 03 metrics", MAKE_REFS)
     ref_names = [n for n in ("original", "gold", "gold_2") if n != "gold_2" or logits_path(cfg.results, REFS, n).is_file()]
     ref_logits = {n: load_logits(logits_path(cfg.results, REFS, n), MAKE_REFS, data) for n in ref_names}
     t = load_track("vit", cfg, device, data, splits)  # 03's original, the methods' Ctx (common.tracks)
-    model, ckpt, ctx, transform, on_device = t.model, t.ckpt, t.ctx, t.eval_transform, t.on_device
+    model, ckpt, refs, ctx, transform, on_device = t.model, t.ckpt, t.refs, t.ctx, t.eval_transform, t.on_device
     img_size = ckpt["model_args"]["img_size"]
     provenance = apply_tuned(cfg, "vit", METHODS, prep, splits)  # tuned or official settings, per method
     if not refs["pretrained"]:

@@ -29,8 +29,6 @@ from __future__ import annotations
 
 import time
 
-import torch
-
 from common.config import ResNetUnlearnConfig, config_dict, parse_config, print_config, resolve_device
 from common.data import PREPARE_CMD as PREP_CMD, load_prepared, stage_dir
 from common.io import load_json, remove_stale, run_main, save_checkpoint, save_json, write_manifest

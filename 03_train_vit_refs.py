@@ -2,7 +2,7 @@
 
   original  trained on all train rows (retain + forget): the "infected" model every unlearning method starts from
   gold      trained on the retain rows only: the model that never saw the forget class (the target to match)
-  gold_2    (--noise-gold true) gold's recipe with training seed + 1: how far two golds differ by SGD noise alone
+  gold_2    (--noise-gold true) gold's recipe with training seed + 10000 (common.seed.GOLD_2_SEED_OFFSET): how far two golds differ by SGD noise alone
 
 Both start from the same weights (the model is built once with the seed and its state copied), use the same
 optimiser (SGD with momentum, constant learning rate, cross-entropy, as reference A) and the same number of epochs.
@@ -36,7 +36,7 @@ from common.io import PipelineError, run_main, save_checkpoint, save_json, write
 from common.log import RunLog
 from common.metrics import accuracy, logits_path, save_logits
 from common.models import build_model
-from common.seed import set_seed
+from common.seed import GOLD_2_SEED_OFFSET, set_seed
 from common.train import cross_entropy_loss, split_logits, train_epoch
 
 STAGE = "03_train_vit_refs"
@@ -98,7 +98,7 @@ def main() -> None:
     images, labels = on_device["train"]
     plan = {"original": (torch.arange(len(labels)), cfg.seed), "gold": (splits["retain"], cfg.seed)}
     if cfg.noise_gold:  # the noise floor: gold's recipe with another training seed (init draw and batch order)
-        plan["gold_2"] = (splits["retain"], cfg.seed + 1)
+        plan["gold_2"] = (splits["retain"], cfg.seed + GOLD_2_SEED_OFFSET)
     rows = {name: r for name, (r, _) in plan.items()}
     models = {}
     for name, (_, seed) in plan.items():

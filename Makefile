@@ -29,8 +29,8 @@ THREADS      ?= $(shell nproc 2>/dev/null || echo 1)
 # SEEDS: training seeds (initial weights, batch order, augmentation); each gets results/seed-<s>/, self-contained,
 #   so seeds can run on different machines (copy the trees into one results/ and run `make report`).
 # SPLIT_SEED: stage 01's splits, the same forget set for every training seed unless changed.
-# With one seed, stages 02/03 also train `gold_2` (gold's recipe, seed + 1) for the gold-vs-gold noise floor;
-# with several, the seeds' own golds give it.
+# Stages 02/03 also train `gold_2` (gold's recipe, seed + 10000): with one seed the gold-vs-gold noise floor;
+# with several, the seeds' own golds give the floor and the equivalence margin, and gold_2 checks the test.
 # BUDGETS: e.g. "0.05,0.1,0.2,0.5,1": also evaluate every unlearning method at each fraction of gold's cost (the
 #   trade-off curve of the report); empty = the profile's (smoke: 0.1,0.5; cpu/paper: none).
 # SETTINGS: tuned (the settings `make tune` committed in TUNED_DIR/<profile>.json, where current) | official.
@@ -57,7 +57,9 @@ C_UNLEARN  := $(C_TRAIN) common/unlearn.py common/tracks.py $(sort $(wildcard co
 TUNED_JSON := $(wildcard $(TUNED_DIR)/*.json)
 C_ATTACK   := $(C_DATA) common/metrics.py
 C_REPORT   := $(C_BASE) common/aggregate.py common/figures.py
-NOISE_GOLD := $(if $(word 2,$(SEEDS)),false,true)
+# gold_2 in every tree: with one seed it is the noise floor; with >= 3 it checks stage 07's equivalence test (a gold of
+# an independent seed must come out equivalent to gold). Costs one more gold training per tree (02 and 03).
+NOISE_GOLD := true
 TREE        = $(RESULTS)/seed-$*
 ARGS        = --profile $(PROFILE) --results $(TREE) --device $(DEVICE) --seed $* --wandb $(WANDB)
 U_ARGS      = $(if $(BUDGETS),--budgets $(BUDGETS)) --settings $(SETTINGS) --tuned-dir $(TUNED_DIR)

@@ -5,7 +5,7 @@ them from one seed's results tree.
 - `std` is the sample standard deviation across seeds (ddof = 1); with one seed it is NaN.
 - Noise floor of a figure: with >= 2 seeds, the mean over seed pairs of |gold_s - gold_t| (two golds that differ
   only by SGD noise: init draw, batch order, augmentation); with one seed, |gold_2 - gold| when that seed also
-  trained gold_2 (gold's recipe, seed + 1); otherwise NaN (no floor).
+  trained gold_2 (gold's recipe, seed + 10000); otherwise NaN (no floor).
 - A model's gap to gold is computed per seed (value - that seed's gold) and then averaged. It is "within noise"
   when |mean gap| < the floor, or when the 95 % Student-t interval of the gap across seeds contains 0 (>= 2 seeds).
 - Budget curve (`aggregate_curve`): the points of every seed tree, one row per (method, budget fraction), with the

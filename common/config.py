@@ -72,7 +72,7 @@ class ResNetConfig(Common):
     augment: bool = True  # random crop 32 (4 px padding) + horizontal flip, as reference B's transform
     channels_last: bool = True
     train_gold: bool = True  # also retrain on sample_retain (the reference for every unlearning number)
-    noise_gold: bool = False  # also train `gold_2`: gold's recipe with training seed + 1 (the gold-vs-gold noise floor)
+    noise_gold: bool = False  # also train `gold_2`: gold's recipe with training seed + 10000 (gold vs gold: the noise floor, the equivalence check)
 
 
 @dataclass
@@ -86,7 +86,7 @@ class ViTRefsConfig(Common):
     eval_batch_size: int = 256
     lr: float = 1e-4  # SGD, momentum 0.9 (reference A)
     momentum: float = 0.9
-    noise_gold: bool = False  # also train `gold_2`: gold's recipe with training seed + 1 (the gold-vs-gold noise floor)
+    noise_gold: bool = False  # also train `gold_2`: gold's recipe with training seed + 10000 (gold vs gold: the noise floor, the equivalence check)
 
 
 @dataclass

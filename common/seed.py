@@ -16,6 +16,11 @@ import random
 import numpy as np
 import torch
 
+# gold_2's training seed = seed + GOLD_2_SEED_OFFSET: far from every other tree's seed, so a tree's gold_2 is never
+# another tree's gold (with seed + 1, tree 42's gold_2 was tree 43's gold, and gaps to it telescoped across seeds:
+# no independent check of the equivalence test, stage 07)
+GOLD_2_SEED_OFFSET = 10_000
+
 
 def set_seed(seed: int) -> torch.Generator:
     """Seed every RNG the pipeline uses and ask torch for deterministic kernels; return a CPU torch.Generator

@@ -9,6 +9,9 @@ units of images forward + 2 x images backward, common.unlearn) and is evaluated 
 train and test row, cached as logits. Figures come from cached logits (common.metrics.classwise_metrics; JS to
 gold's logits, natural log as reference A). The forget set is the whole forget class; `ctx.unseen` = stage 01's
 test_unseen rows. t-SNE of pooled pre-logit features of one seeded sample of retain + forget train images.
+Past the head (common.probes, every model incl. original and gold): relearn time (forget-class test_eval accuracy
+after the same short fine-tune on forget-class train rows) and a linear probe of the forget class on pre-logit
+features (fitted on test_unseen + test_val, AUC on test_eval); evaluation cost, outside every budget.
 With --budgets, every method is also evaluated at each budget fraction (the trade-off curve, metrics "curve").
 In the paper profile the references' methods also run with no budget, as reference A ran them ("reproduction").
 
@@ -19,7 +22,8 @@ Writes  results/04_unlearn_vit/
   logits/<method>.pt   {"train", "test"} float32 logits (data.pt row order)
   tsne.png             one t-SNE panel per model (original, gold, each method), forget vs retain
   manifest.json, log.jsonl, metrics.json (last): {"models": {name: metrics, units, pct_of_gold, steps, epochs, cut,
-  over_budget, seconds, settings, source, bn, diverged}, "curve", "reproduction", gold_units, budget_units, ...}
+  over_budget, seconds, settings, source, bn, diverged, relearn_acc (+ _ci, _gap_ci), relearn_curve,
+  probe_auc (+ _ci)}, "curve", "reproduction", gold_units, budget_units, ...}
   Outputs of methods not run this time are removed (no stale rows downstream).
 Run
   python 04_unlearn_vit.py                                   (auto profile; after 03)
@@ -40,8 +44,10 @@ from common.data import batches, load_prepared, stage_dir
 from common.io import load_json, remove_stale, run_main, save_checkpoint, save_figure, save_json, write_manifest
 from common.log import RunLog
 from common.methods import METHODS
-from common.metrics import classwise_metrics, curve_figures, finite, load_logits, logits_path, save_logits
+from common.metrics import (classwise_metrics, curve_figures, finite, load_logits, logits_path,
+                            save_logits)
 from common.models import load_model
+from common.probes import linear_probe, relearn, relearn_figures, relearn_plan
 from common.seed import set_seed
 from common.train import predict, split_logits
 from common.tracks import load_track
@@ -89,6 +95,14 @@ def tsne_figure(embeddings: dict, groups: list[str], metrics: dict, forget_name:
     return fig
 
 
+def past_head_figures(checks: dict, name: str, seed: int) -> dict:
+    """relearn_acc (+ interval, + paired gap interval to gold's), relearn_curve, probe_auc (+ interval) of one
+    model (common.probes)."""
+    c, gold = checks[name], checks["gold"]
+    return dict(relearn_figures(c["right"], gold["right"] if name != "gold" else None, seed),
+                relearn_curve=c["curve"], **{k: v for k, v in c.items() if k.startswith("probe_")})
+
+
 def main() -> None:
     cfg = parse_config(with_method_settings(ViTUnlearnConfig, "vit", METHODS))
     print_config(STAGE, cfg)
@@ -118,12 +132,41 @@ def main() -> None:
         return predict(model, batches(xs, ys, None, cfg.eval_batch_size, transform, device), device, desc="features",
                        features=True)
 
-    feats = {"original": features(model), "gold": features(load_model(refs_dir / "gold.pt", device, MAKE_REFS)[0])}
+    # past the head (common.probes): relearn time on forget-class test_eval rows, linear probe on pre-logit features
+    test_x, test_y = on_device["test"]
+    dev_rows = {k: splits[k].to(test_x.device) for k in ("test_forget", "test_unseen", "test_val", "test_eval")}
+    forget_x, forget_y = test_x[dev_rows["test_forget"]], test_y[dev_rows["test_forget"]]
+    plan = relearn_plan(splits["forget"], splits["retain"], cfg.relearn_rows, cfg.relearn_retain_ratio,
+                        cfg.relearn_steps, cfg.relearn_batch_size, cfg.seed)
+    relearn_lr = cfg.relearn_lr or refs["lr"]
+    fit_rows = torch.cat([dev_rows["test_unseen"], dev_rows["test_val"]])
+    is_forget = {k: (test_y[r] == prep["forget_class"]).cpu().numpy().astype(int)
+                 for k, r in (("fit", fit_rows), ("eval", dev_rows["test_eval"]))}
+    checks = {}
+
+    def past_head(name, m):
+        curve, right = relearn(m, *on_device["train"], plan, forget_x, forget_y, relearn_lr, cfg.relearn_every,
+                               ctx.train_transform, device, cfg.amp)
+        f = {k: predict(m, batches(test_x, test_y, r, cfg.eval_batch_size, transform, device), device,
+                        desc="probe features", features=True) for k, r in (("fit", fit_rows), ("eval", dev_rows["test_eval"]))}
+        probe = (linear_probe(f["fit"].numpy(), is_forget["fit"], f["eval"].numpy(), is_forget["eval"], cfg.seed)
+                 if all(torch.isfinite(v).all() for v in f.values()) else {"probe_auc": float("nan")})
+        checks[name] = dict(curve=curve, right=right, **probe)
+
+    feats = {"original": features(model)}
+    past_head("original", model)
+    for name in ref_names[1:]:  # gold (and gold_2)
+        ref_model = load_model(refs_dir / f"{name}.pt", device, MAKE_REFS)[0]
+        if name == "gold":
+            feats["gold"] = features(ref_model)
+        past_head(name, ref_model)
+
     def save(name, model, logits):
         save_checkpoint(out / f"{name}.pt", model, ckpt["model_name"], ckpt["model_args"], config_dict(cfg),
                         method=name, unlearned_from=str(refs_dir / "original.pt"))
         save_logits(logits_path(cfg.results, STAGE, name), logits["train"], logits["test"])
         feats[name] = features(model)
+        past_head(name, model)
 
     gold_units = refs["models"]["gold"]["units"]
 
@@ -144,7 +187,7 @@ def main() -> None:
             print(f"[{STAGE}] WARNING: {name} produced non-finite logits (diverged): its figures are NaN")
         extra = dict(runs[name], settings_from=provenance[name]["status"]) if name in runs else \
             {k: refs["models"][name][k] for k in ("seconds", "units")}
-        models[name] = dict(m, diverged=not ok, **extra)
+        models[name] = dict(m, diverged=not ok, **extra, **past_head_figures(checks, name, cfg.seed))
         log.log("metrics", model=name, **{k: round(v, 4) for k, v in m.items() if not isinstance(v, list)})
     embeddings = {name: tsne_embed(f, cfg.seed) for name, f in feats.items() if torch.isfinite(f).all()}
     save_figure(tsne_figure(embeddings, groups, models, prep["forget_class_name"]), out / "tsne.png")

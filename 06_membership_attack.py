@@ -28,6 +28,10 @@ bootstrap intervals (1000 resamples, members and non-members resampled separatel
 forget_auc, forget_fnr and for SalUn's MIA-efficacy (RBF SVC, C=3, gamma auto, on true-class confidence, retain
 (attack half) = member vs test (attack half) = non-member; the share of forget rows it calls non-member; the SVC is
 fitted once and only its forget predictions are resampled).
+Avg Gap per model (stage 07's summary, computed here because only here are the per-row outcomes of all four
+terms at hand): mean over the track's three accuracies and MIA-efficacy of |model - gold| in %, with a 95 %
+paired bootstrap interval over rows: per term one set of resampled rows (1000, seed = --seed) shared by every model
+and gold; MIA-efficacy's SVC stays fitted, only its calls on the forget rows are resampled.
 The target of every figure is gold's value (a model that never saw the forget set), not 0 or 1: each non-gold
 model carries `vs_gold` = {figure: {value, gold, gap = value - gold}}, and the printed tables put gold first.
 
@@ -42,10 +46,13 @@ Writes  results/06_membership_attack/
                                          "tpr_at_0.1pct_fpr", "tpr_at_1pct_fpr"},
                  "loss" | "calibrated": {"auc", "auc_ci", "forget_auc", "forget_auc_ci",
                                          "tpr_at_0.1pct_fpr", "tpr_at_1pct_fpr"}},
+     "avg_gap", "avg_gap_ci": [low, high] (%, when gold was attacked),
      "logits": path, "vs_gold": {...} (non-gold models)}
     A model with non-finite logits gets {"diverged": true, "logits": path} only.
   roc.json = {track: {model: {attack: {"fpr": [...], "tpr": [...]}}}} (held-out half; thinned on a log-spaced FPR
     grid down to the smallest non-zero FPR, for log-log axes), manifest.json, log.jsonl
+  avg_gap_boot.json = {"n_boot", "seed", "terms": {track: [...]}, "replicates": {track: {model: [n_boot Avg Gaps]}}}
+    (paired across models: stage 07's pairwise tests and rank intervals with one seed)
 Run
   python 06_membership_attack.py
   python 06_membership_attack.py --profile smoke --results results-smoke/results --device cpu
@@ -69,9 +76,10 @@ from common.config import AttackConfig, config_dict, parse_config, print_config,
 from common.data import PREPARE_STAGE, load_prepared, stage_dir
 from common.io import PipelineError, run_main, save_json, write_manifest
 from common.log import RunLog
-from common.metrics import (attack_features, auc_ci, binary_metrics, calibrated_scores, finite, group_auc,
+from common.metrics import (GAP_ROWS, attack_features, auc_ci, binary_metrics, calibrated_scores, finite, group_auc,
                             load_logits, mean_ci, mia_efficacy_svc, roc_points_log, roc_summary, softmax_features,
                             tpr_at_fpr, track_train_rows, true_class_confidence, true_class_log_prob)
+from common.stats import avg_gap_point, avg_gap_replicates, percentile_interval, resample_indices
 from common.seed import set_seed
 
 STAGE = "06_membership_attack"
@@ -180,7 +188,32 @@ def fit_attack(logits: dict, data: dict, splits: dict, track: str, cfg: AttackCo
     out["mia_efficacy"] = float(1.0 - called_member.mean())  # = common.metrics.mia_efficacy, SVC fitted once
     out["mia_efficacy_ci"] = list(mean_ci(1.0 - called_member, N_BOOT, cfg.seed))
     out["attacks"] = attacks
+    out["_called_nonmember"] = 1.0 - called_member  # per forget row, for the Avg Gap bootstrap (not saved)
     return out, roc
+
+
+def gap_rows(track: str, logits: dict, data: dict, splits: dict, called_nonmember: np.ndarray) -> dict:
+    """{term: per-row 0/1 outcome} of Avg Gap's terms: correct on each accuracy term's rows (GAP_ROWS), called
+    non-member by MIA-efficacy's fitted SVC on the forget rows."""
+    out = {}
+    for key, (part, split) in GAP_ROWS[track].items():
+        rows = splits[split]
+        out[key] = (logits[part][rows].argmax(1) == data[f"{part}_labels"][rows]).double().numpy()
+    out["attack_mia_efficacy"] = np.asarray(called_nonmember, float)
+    return out
+
+
+def avg_gap_boot(rows: dict, seed: int) -> tuple[dict, dict]:
+    """Per model (gold among them): Avg Gap (%), its 95 % interval and its N_BOOT paired replicates: one set of
+    resampled row indices per term, shared by every model and gold (common.stats.avg_gap_replicates)."""
+    gold = rows["gold"]
+    idx = resample_indices({t: len(v) for t, v in gold.items()}, N_BOOT, seed)
+    figures, replicates = {}, {}
+    for model, r in rows.items():
+        rep = avg_gap_replicates(r, gold, idx)
+        figures[model] = {"avg_gap": avg_gap_point(r, gold), "avg_gap_ci": list(percentile_interval(rep))}
+        replicates[model] = np.round(rep, 4).tolist()
+    return figures, replicates
 
 
 def figure_rows(fig: dict) -> dict[str, tuple[float, list | None]]:
@@ -243,11 +276,11 @@ def main() -> None:
     log = RunLog(out, STAGE, config_dict(cfg), cfg.wandb)
     set_seed(cfg.seed)
 
-    metrics, roc, notes, inputs = {}, {}, [], []
+    metrics, roc, notes, inputs, boot = {}, {}, [], [], {}
     for track, (found, missing) in targets.items():
         if missing:
             notes.append(f"{track}: no logits in {', '.join(missing)} (those stages have not run)")
-        metrics[track], roc[track] = {}, {}
+        metrics[track], roc[track], rows = {}, {}, {}
         for model, path in found.items():
             logits = load_logits(path)
             check_logits(logits, data, path)
@@ -258,6 +291,11 @@ def main() -> None:
                 continue
             metrics[track][model], roc[track][model] = fit_attack(logits, data, splits, track, cfg)
             metrics[track][model]["logits"] = str(path)
+            rows[model] = gap_rows(track, logits, data, splits, metrics[track][model].pop("_called_nonmember"))
+        if "gold" in rows:  # Avg Gap with its paired row-bootstrap interval (stage 07's tests read the replicates)
+            figures, boot[track] = avg_gap_boot(rows, cfg.seed)
+            for model, f in figures.items():
+                metrics[track][model].update(f)
         attacked = {m: f for m, f in metrics[track].items() if not f.get("diverged")}
         if attacked and "gold" not in attacked:
             notes.append(f"{track}: no gold figures, so no gold targets")
@@ -275,9 +313,11 @@ def main() -> None:
                        + " ".join(notes)).strip()
     print(f"[{STAGE}] note: {metrics['note']}")
     save_json(roc, out / "roc.json")
+    save_json({"n_boot": N_BOOT, "seed": cfg.seed, "terms": {t: [*GAP_ROWS[t], "attack_mia_efficacy"] for t in boot},
+               "replicates": boot}, out / "avg_gap_boot.json")
     d01 = stage_dir(cfg.results, PREPARE_STAGE)
     write_manifest(out, config_dict(cfg), device, started, [d01 / "data.pt", d01 / "splits.pt", *inputs],
-                   [out / "roc.json"])
+                   [out / "roc.json", out / "avg_gap_boot.json"])
     log.close()
     save_json(metrics, out / "metrics.json")
 

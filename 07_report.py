@@ -42,6 +42,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from common import verdict as V
 from common.aggregate import aggregate, aggregate_curve, noise_floor
 from common.config import ReportConfig, config_dict, parse_config, print_config, resolve_device
 from common.figures import plot_accuracy, plot_budget_curve, plot_js_entropy, plot_roc, plot_training
@@ -97,6 +98,7 @@ def load_all(results: Path) -> tuple[dict, list[str]]:
         else:
             found[stage] = m
     found["roc"] = read_json(results / "06_membership_attack" / "roc.json") or {}
+    found["boot"] = (read_json(results / "06_membership_attack" / "avg_gap_boot.json") or {}).get("replicates", {})
     return found, missing
 
 
@@ -111,7 +113,11 @@ def track_tables(m: dict) -> dict[str, pd.DataFrame]:
     for track in rows:
         for model, a in m.get("06_membership_attack", {}).get(track, {}).items():
             if isinstance(a, dict):  # 06's own vs_gold block is skipped: the report derives every gap itself
-                a = {**{k: v for k, v in a.items() if k not in drop + ("attacks",)}, **a.get("attacks", {})}
+                if "avg_gap" in a:  # 06's Avg Gap with its paired row-bootstrap interval (the same terms as here)
+                    lo, hi = a.get("avg_gap_ci", [math.nan, math.nan])
+                    rows[track].setdefault(model, {}).update(avg_gap_rows=a["avg_gap"], avg_gap_ci_lo=lo, avg_gap_ci_hi=hi)
+                a = {**{k: v for k, v in a.items() if k not in drop + ("attacks", "avg_gap", "avg_gap_ci")},
+                     **a.get("attacks", {})}
                 figs = flatten(a)
                 rows[track].setdefault(model, {}).update(
                     {(k if k.startswith("attack_") else f"attack_{k}"): v for k, v in figs.items()})
@@ -152,9 +158,10 @@ def add_summaries(track: str, df: pd.DataFrame) -> pd.DataFrame:
 
 def digits_for(col: str) -> int:
     """Percentages and seconds with 1 decimal; entropies, distances and attack fractions with 3."""
-    if col == "units":
-        return 0  # counted units are whole numbers
-    return 1 if col.startswith("acc_") or col in ("avg_gap", "seconds", "rte_pct_of_gold", "pct_of_gold") else 3
+    if col in ("units", "rank"):
+        return 0  # counted units and steps are whole numbers
+    return 1 if col.startswith(("acc_", "relearn_")) or col in ("avg_gap", "seconds", "rte_pct_of_gold",
+                                                                 "pct_of_gold") else 3
 
 
 def gap_not_significant(df: pd.DataFrame, model: str, col: str) -> bool | None:
@@ -209,6 +216,7 @@ MAIN_COLS = {"vit": ["acc_forget_train", "acc_retain_train", "acc_test_retain", 
              "resnet": ["acc_forget", "acc_retain", "acc_test", "attack_mia_efficacy"]}
 SUMMARY_COLS = ["avg_gap", "units", "pct_of_gold", "status", "seconds", "rte_pct_of_gold"]
 VIT_EXTRA = ["acc_test_forget", "acc_test", "entropy_test_forget", "jsd_gold_test_forget", "jsd_gold_test_retain"]
+PAST_HEAD = ["relearn_acc", "probe_auc"]  # ViT: common.probes (stage 04)
 ATTACK_COLS = ["attack_loss_forget_auc", "attack_calibrated_forget_auc", "attack_loss_auc",
                "attack_loss_tpr_at_0.1pct_fpr", "attack_loss_tpr_at_1pct_fpr", "attack_reference_b_auc",
                "attack_reference_b_forget_fnr", "attack_own_auc", "attack_own_forget_fnr"]
@@ -217,7 +225,8 @@ NAMES = {"acc_forget_train": "forget (train)", "acc_retain_train": "retain (trai
          "attack_mia_efficacy": "MIA-efficacy", "avg_gap": "Avg Gap", "units": "compute (units)", "pct_of_gold": "compute % of gold",
          "seconds": "RTE: wall s", "rte_pct_of_gold": "RTE % of gold (wall)",
          "jsd_gold_test_forget": "JS to gold, test forget (ln)", "jsd_gold_test_retain": "JS to gold, test retain (ln)",
-         "entropy_test_forget": "entropy test forget (nats)"}
+         "entropy_test_forget": "entropy test forget (nats)", "relearn_acc": "relearn: forget test acc (mean over the fine-tune)",
+         "probe_auc": "linear probe AUC (forget class)"}
 
 
 def header(m: dict, tree: Path, seeds: list[str]) -> list[str]:
@@ -286,25 +295,43 @@ def track_floor(per_seed: dict, track: str, cols: list[str]) -> pd.Series:
     return floor
 
 
-def agg_cell(agg: pd.DataFrame, model: str, col: str) -> str:
-    """mean ± std over seeds (gap to gold, within noise when |gap| < floor or its t-interval contains 0)."""
+def agg_cell(agg: pd.DataFrame, model: str, col: str, marks: pd.DataFrame | None = None,
+             one: pd.DataFrame | None = None) -> str:
+    """mean ± std over seeds [95 % interval: t across seeds, or with one seed the row bootstrap of that seed]
+    (gap to gold, ≠ = the gap is shown, ≡ = equivalent to gold at the stated margin; common.verdict)."""
     v = agg.loc[model, col]
     if pd.isna(v):
         return "–"
     d = digits_for(col)
     s = f"{v:.{d}f}" + (f" ± {agg.loc[model, f'{col}_std']:.{d}f}" if pd.notna(agg.loc[model, f"{col}_std"]) else "")
-    if model != "gold" and col not in NO_GAP and pd.notna(agg.loc[model, f"{col}_gap"]):
-        s += f" ({agg.loc[model, f'{col}_gap']:+.{d}f}{', within noise' if agg.loc[model, f'{col}_within_noise'] else ''})"
-    elif col == "avg_gap" and model != "gold" and agg.loc[model, "avg_gap_within_noise"]:
-        s += " (within noise)"
+    lo, hi = agg.loc[model].get(f"{col}_lo"), agg.loc[model].get(f"{col}_hi")
+    if (lo is None or pd.isna(lo)) and one is not None and f"{col}_ci_lo" in one.columns and model in one.index:
+        lo, hi = one.loc[model, f"{col}_ci_lo"], one.loc[model, f"{col}_ci_hi"]
+    if lo is not None and pd.notna(lo):
+        s += f" [{lo:.{d}f}, {hi:.{d}f}]"
+    if model != "gold" and col not in NO_GAP and pd.notna(agg.loc[model].get(f"{col}_gap", math.nan)):
+        mark = ""
+        if marks is not None and model in marks.index and f"{col}_different" in marks.columns:
+            mark = (", ≠" if V.yes(marks.loc[model, f"{col}_different"]) else "") + \
+                   (", ≡" if V.yes(marks.loc[model, f"{col}_equivalent"]) else "")
+        s += f" ({agg.loc[model, f'{col}_gap']:+.{d}f}{mark})"
     return s
 
 
-def agg_table(agg: pd.DataFrame, cols: list[str], names: dict) -> str:
+def agg_table(agg: pd.DataFrame, cols: list[str], names: dict, marks: pd.DataFrame | None = None,
+              one: pd.DataFrame | None = None, comp: dict | None = None) -> str:
+    """One row per model; with `comp` (common.verdict.compare) a group and a rank [interval] column first."""
     cols = [c for c in cols if c in agg.columns]
-    lines = ["| model | " + " | ".join(names.get(c, c) for c in cols) + " |", "|---" * (len(cols) + 1) + "|"]
-    lines += [f"| {m} | " + " | ".join(agg.loc[m, c] if c == "status" else agg_cell(agg, m, c) for c in cols) + " |"
-              for m in agg.index]
+    head = (["group", "rank [95 % interval]"] if comp else []) + [names.get(c, c) for c in cols]
+    lines = ["| model | " + " | ".join(head) + " |", "|---" * (len(head) + 1) + "|"]
+    for m in agg.index:
+        cells = []
+        if comp:
+            r = comp["ranks"]
+            cells += [comp["groups"].get(m, ""),
+                      f"{r.loc[m, 'rank']} [{r.loc[m, 'rank_lo']}, {r.loc[m, 'rank_hi']}]" if m in r.index else ""]
+        cells += [agg.loc[m, c] if c == "status" else agg_cell(agg, m, c, marks, one) for c in cols]
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -324,14 +351,11 @@ def aggregate_track(per_seed: dict, track: str, floor: pd.Series | None = None) 
     """Mean ± std over seeds of every shown figure, the noise floor (computed here unless given), the status over
     seeds, models sorted by mean Avg Gap."""
     cols = list(dict.fromkeys(c for c in MAIN_COLS[track] + ["avg_gap", "units", "pct_of_gold", "seconds", "rte_pct_of_gold"]
-                              + VIT_EXTRA + ATTACK_COLS if any(c in df.columns for df in per_seed.values())))
+                              + VIT_EXTRA + PAST_HEAD + ATTACK_COLS if any(c in df.columns for df in per_seed.values())))
     floor = track_floor(per_seed, track, cols) if floor is None else floor
     agg = aggregate(per_seed, cols, floor)
     if any({"cut", "over_budget"} & set(df.columns) for df in per_seed.values()):
         agg["status"] = [agg_status(per_seed, m) for m in agg.index]
-    # Avg Gap is already a distance to gold: within noise when below the floor (or its t-interval reaches it)
-    if "avg_gap" in agg.columns:
-        agg["avg_gap_within_noise"] = agg["avg_gap"] < floor.get("avg_gap", math.nan)
     refs = [r for r in (*REFS, "gold_2") if r in agg.index]
     rest = agg.drop(index=refs)
     if "avg_gap" in agg.columns:
@@ -457,49 +481,27 @@ def settings_lines(m: dict, track: str) -> list[str]:
     return lines + [""]
 
 
-def build_report(trees: dict, aggs: dict, floors: dict, repro: dict, figs: dict, results: Path) -> str:
-    """report.md: header, missing stages, how to read, the summary over seeds (per track: the main table, ViT's
-    extra figures, attacks, the reproduction), each seed's own tables, the figures."""
-    first = next(iter(trees.values()))
-    seeds = list(trees)
-    lines = header(first["m"], first["path"], seeds) + [""]
-    for seed, t in trees.items():
-        if t["missing"]:
-            lines += [f"## Missing stages (seed {seed})", ""] + t["missing"] + [""]
-    lines += ["How to read: gold, the model retrained without the forget data, is the target of every figure, not 0 "
-              "or 100. Summary cells: mean ± std across training seeds (sample std, ddof 1) and (mean gap to gold); "
-              "**within noise** marks a gap smaller than the noise floor (how far two golds trained with different "
-              "seeds lie apart) or whose 95 % t-interval across seeds contains 0. Per-seed cells: value [95 % "
-              "bootstrap interval over rows] (gap; **n.s.** when its interval contains 0: paired bootstrap for "
-              "accuracies, gold's value inside the model's interval for attack figures). **Avg Gap** = mean |gap| "
-              "over forget, retain and test accuracy and MIA-efficacy, in % (lower is better). **Compute % of gold** "
-              "= the counted work a model used, as % of gold's training cost: the budget is counted work, 1 unit per "
-              "image forward through any network (the model, teachers, the original) and 2 more per image backward, "
-              "so gold's cost = epochs x rows x 3. Status **cut** = the budget stopped the method before its schedule "
-              "ended; **over budget** = an indivisible pass (e.g. SSD's importances) exceeded the budget and still "
-              "ran in full. **RTE** = wall time of the unlearning steps, in seconds and as % of gold's training time: "
-              "reported only, wall time never decides anything (the budget is counted, not timed). Methods are "
-              "sorted by Avg Gap. JS = Jensen-Shannon distance with scipy's natural-log base (reference A's unit, "
-              "range [0, 0.833]).", ""]
-    lines += [f"## Summary over {len(seeds)} training seed{'s' if len(seeds) > 1 else ''} ({', '.join(seeds)})", ""]
-    for track, agg in aggs.items():
-        fl = floors[track]
-        shown = [c for c in MAIN_COLS[track] + ["avg_gap"] if c in fl.index and pd.notna(fl[c])]
-        floor_text = ", ".join(f"{NAMES.get(c, c)} {fl[c]:.{digits_for(c)}f}" for c in shown) or \
-            "not measured (one seed and no gold_2)"
-        lines += [f"### {TITLES[track]}", ""]
-        if all(caution(track, t["tables"][track]) for t in trees.values() if track in t["tables"]):
-            lines += caution(track, first["tables"][track]) if track in first["tables"] else []
-        lines += [f"Noise floor (gold vs gold): {floor_text}.", "",
-                  agg_table(agg, MAIN_COLS[track] + SUMMARY_COLS, NAMES), ""]
-        if track == "vit":
-            lines += [agg_table(agg, VIT_EXTRA, NAMES), ""]
-        attack = [c for c in ATTACK_COLS if c in agg.columns]
-        if attack:
-            lines += [agg_table(agg, attack, {c: c.removeprefix("attack_") for c in attack}), ""]
-        if track in repro:
-            lines += [REPRO_TITLE, "", agg_table(repro[track], MAIN_COLS[track] + REPRO_COLS, NAMES), ""]
-        lines += settings_lines(first["m"], track)
+def claims(per_seed: dict, boots: dict, track: str) -> dict:
+    """common.verdict for one track: the methods' comparison, the margins, every model's marks, the calibration."""
+    cols = [c for c in MAIN_COLS[track] if any(c in df.columns for df in per_seed.values())]
+    marked = cols + [c for c in PAST_HEAD if any(c in df.columns for df in per_seed.values())]
+    models = [m for m in dict.fromkeys(m for df in per_seed.values() for m in df.index) if m != "gold"]
+    margin = V.margins(per_seed, marked)
+    comp = V.compare(per_seed, boots, V.methods_of(per_seed))
+    mk = V.marks(per_seed, models, marked, margin)
+    extra = [c for c in PAST_HEAD if c in marked]
+    lines = V.verdict(track, per_seed, comp, mk.loc[[m for m in mk.index if m in comp["means"]]], margin, cols, NAMES,
+                      extra) if "gold" in next(iter(per_seed.values())).index else ["- No gold: nothing can be claimed."]
+    return dict(comp=comp, marks=mk, margin=margin, cols=cols, lines=lines,
+                calibration=V.calibration_line(per_seed, cols, margin, NAMES))
+
+
+def per_seed_report(trees: dict, floors: dict) -> str:
+    """07_report/per_seed.md: every seed's own tables (value [95 % row-bootstrap interval] (gap to gold))."""
+    lines = ["# Per-seed tables", "", "Cells: value [95 % bootstrap interval over rows] (gap to gold; **n.s.** when "
+             "the gap's interval contains 0: not shown, which is not \"equal\"; paired bootstrap for accuracies and "
+             "Avg Gap, gold's value inside the model's interval for the other figures). The summary and the tests are "
+             "in ../report.md.", ""]
     for seed, t in trees.items():
         lines += [f"## Seed {seed}", ""]
         for track, df in t["tables"].items():
@@ -507,7 +509,7 @@ def build_report(trees: dict, aggs: dict, floors: dict, repro: dict, figs: dict,
             lines += [f"### {TITLES[track]}", ""] + caution(track, df)
             lines += [markdown_table(df, MAIN_COLS[track] + SUMMARY_COLS, NAMES, fl), ""]
             if track == "vit":
-                lines += [markdown_table(df, VIT_EXTRA, NAMES, fl), ""]
+                lines += [markdown_table(df, VIT_EXTRA, NAMES, fl), "", markdown_table(df, PAST_HEAD, NAMES, fl), ""]
             attack = [c for c in ATTACK_COLS if c in df.columns]
             if attack:
                 lines += ["Membership-inference attacks (stage 06; AUC = held-out members vs non-members, forget AUC "
@@ -516,13 +518,91 @@ def build_report(trees: dict, aggs: dict, floors: dict, repro: dict, figs: dict,
             if track in t["repro"]:
                 lines += [REPRO_TITLE, "", markdown_table(t["repro"][track], MAIN_COLS[track] + REPRO_COLS, NAMES, fl),
                           ""]
-    lines += ["Units: accuracy in %, compute in % of gold's training cost (counted units), entropy in nats, JS "
+    return "\n".join(lines) + "\n"
+
+
+HOW_TO_READ = (
+    "How to read: gold, the model retrained without the forget data, is the target of every figure, not 0 or 100. "
+    "Cells: mean ± std across training seeds (sample std, ddof 1) [95 % interval: Student t across seeds; with one "
+    "seed the bootstrap over rows] (mean gap to gold). **≠** = the gap is shown (its 95 % interval excludes 0); "
+    "**≡** = equivalent to gold: two one-sided t-tests across >= 3 seeds against the margin stated per track; a cell "
+    "with neither mark is not shown either way (an interval that contains 0 is not \"equal\"). **group**: methods "
+    "sharing a letter cannot be told apart on Avg Gap; **rank** [interval] = 1 + the methods significantly better, "
+    "N - the methods significantly worse (Holm-corrected pairwise tests, the test named in the verdict). **Avg Gap** "
+    "= mean |gap| over forget, retain and test accuracy and MIA-efficacy, in % (lower is better). **Compute % of "
+    "gold** = the counted work a model used, as % of gold's training cost: 1 unit per image forward through any "
+    "network and 2 more per image backward, so gold's cost = epochs x rows x 3. Status **cut** = the budget stopped "
+    "the method before its schedule ended; **over budget** = an indivisible pass (e.g. SSD's importances) exceeded "
+    "the budget and still ran in full. **RTE** = wall time of the unlearning steps, in seconds and as % of gold's "
+    "training time: reported only, wall time never decides anything. JS = Jensen-Shannon distance with scipy's "
+    "natural-log base (reference A's unit, range [0, 0.833]).")
+
+
+def build_report(trees: dict, aggs: dict, floors: dict, repro: dict, figs: dict, results: Path, cl: dict) -> str:
+    """report.md: header, missing stages, the verdict per track (from the tests), how to read, the summary over
+    seeds (per track: the main table with groups and ranks, ViT's extra and past-the-head figures, attacks, the
+    reproduction, settings), a link to the per-seed tables, the figures."""
+    first = next(iter(trees.values()))
+    seeds = list(trees)
+    lines = header(first["m"], first["path"], seeds) + [""]
+    for seed, t in trees.items():
+        if t["missing"]:
+            lines += [f"## Missing stages (seed {seed})", ""] + t["missing"] + [""]
+    lines += ["## Verdict", ""]
+    for track in aggs:
+        lines += [f"**{TITLES[track]}**", ""] + cl[track]["lines"] + [""]
+        if cl[track]["calibration"]:
+            lines += [cl[track]["calibration"], ""]
+    lines += [HOW_TO_READ, "", f"## Summary over {len(seeds)} training seed{'s' if len(seeds) > 1 else ''} "
+              f"({', '.join(seeds)})", ""]
+    for track, agg in aggs.items():
+        c, one = cl[track], (first["tables"].get(track) if len(seeds) == 1 else None)
+        margin = c["margin"].dropna()
+        margin_text = (", ".join(f"{NAMES.get(k, k)} ±{v:.{digits_for(k)}f}" for k, v in margin.items()) +
+                       f" (from {len(seeds)} golds that differ by training seed only: initial weights and batch order; "
+                       "same data, same retain rows)") if len(margin) else \
+            f"none ({len(seeds)} gold{'s' if len(seeds) != 1 else ''}: at least 3 are needed)"
+        lines += [f"### {TITLES[track]}", ""]
+        if all(caution(track, t["tables"][track]) for t in trees.values() if track in t["tables"]):
+            lines += caution(track, first["tables"][track]) if track in first["tables"] else []
+        lines += [f"Equivalence margins: {margin_text}.", "",
+                  agg_table(agg, ["avg_gap"] + MAIN_COLS[track] + SUMMARY_COLS[1:], NAMES, c["marks"], one, c["comp"]), ""]
+        if track == "vit":
+            lines += [agg_table(agg, VIT_EXTRA, NAMES, c["marks"], one), ""]
+            if any(k in agg.columns for k in PAST_HEAD):
+                lines += ["Past the head (stage 04, common.probes): forget-class test accuracy during the same short "
+                          "fine-tune of every model on forget-class + retain train rows (mean over its checkpoints), "
+                          "and a linear probe's AUC for the forget class on pre-logit features (fitted on test_unseen "
+                          "+ test_val, scored on test_eval):", "",
+                          agg_table(agg, PAST_HEAD, NAMES, c["marks"], one), ""]
+        attack = [k for k in ATTACK_COLS if k in agg.columns]
+        if attack:
+            lines += [agg_table(agg, attack, {k: k.removeprefix("attack_") for k in attack}, None, one), ""]
+        if track in repro:
+            lines += [REPRO_TITLE, "", agg_table(repro[track], MAIN_COLS[track] + REPRO_COLS, NAMES), ""]
+        lines += settings_lines(first["m"], track)
+    lines += ["Per-seed tables (each seed's values with row-bootstrap intervals): "
+              "[07_report/per_seed.md](07_report/per_seed.md).", "",
+              "Units: accuracy in %, compute in % of gold's training cost (counted units), entropy in nats, JS "
               "distance natural log, RTE in seconds of wall time; attack AUC/TPR/FNR/MIA-efficacy as fractions.", "",
               "## Figures", ""]
     for name, path in figs.items():
         if path is not None and Path(path).is_file():
             lines += [f"**{name}**", "", f"![{name}]({Path(path).relative_to(results).as_posix()})", ""]
     return "\n".join(lines) + "\n"
+
+
+def claims_json(c: dict) -> dict:
+    """The tests of one track as JSON: test used, pairs (with Holm p), ranks, groups, margins, marks, verdict."""
+    def clean(v):
+        return None if isinstance(v, float) and math.isnan(v) else v
+    comp = c["comp"]
+    return {"by": comp["by"], "note": comp["note"], "mean_avg_gap": comp["means"],
+            "pairs": [{k: clean(v) for k, v in r.items()} for r in comp["pairs"].to_dict("records")],
+            "ranks": comp["ranks"].astype(int).to_dict("index"), "groups": comp["groups"],
+            "margins": {k: clean(v) for k, v in c["margin"].items()},
+            "marks": {m: {k: clean(v) for k, v in r.items()} for m, r in c["marks"].to_dict("index").items()},
+            "verdict": c["lines"], "calibration": c["calibration"]}
 
 
 def seed_trees(results: Path, seeds: str) -> dict[str, Path]:
@@ -557,6 +637,8 @@ def main() -> None:
         per_seed_repro = {s: t["repro"][track] for s, t in trees.items() if track in t["repro"]}
         if per_seed_repro:  # the same golds: the track's noise floor applies
             repro[track] = aggregate_track(per_seed_repro, track, floors[track])[0]
+    cl = {track: claims({s: t["tables"][track] for s, t in trees.items() if track in t["tables"]},
+                        {s: t["m"]["boot"].get(track, {}) for s, t in trees.items()}, track) for track in aggs}
     curves = budget_curves(trees, tracks)
     frames = [df.assign(seed=seed, track=track).reset_index(names="model")
               for seed, t in trees.items() for track, df in t["tables"].items()]
@@ -573,7 +655,9 @@ def main() -> None:
             "Training curves (first seed)": plot_training(first["m"], out)}
     with atomic_path(results / "summary.csv") as tmp:
         summary.to_csv(tmp, index=False)
-    report = build_report(trees, aggs, floors, repro, figs, results)
+    report = build_report(trees, aggs, floors, repro, figs, results, cl)
+    with atomic_path(out / "per_seed.md") as tmp:
+        tmp.write_text(per_seed_report(trees, floors))
     log.log("report", seeds=len(trees), models=len(summary), missing_stages=sum(len(t["missing"]) for t in trees.values()))
     if log.wandb.__class__.__name__ != "_NoWandb":
         import wandb
@@ -589,10 +673,12 @@ def main() -> None:
                "models": numeric(aggs), "reproduction": numeric(repro),
                # per track: one record per (method, budget): compute used (% of gold) and Avg Gap, mean/std over seeds
                "budget_curve": {t: c.to_dict("records") for t, c in curves.items()},
-               "missing_stages": sorted({s for t in trees.values() for s in STAGES if s not in t["m"]})}
+               "missing_stages": sorted({s for t in trees.values() for s in STAGES if s not in t["m"]}),
+               # per track: the tests behind the verdict (common.verdict)
+               "claims": {t: claims_json(c) for t, c in cl.items()}}
     write_manifest(out, config_dict(cfg), resolve_device(cfg.device), started,
                    [t["path"] / s / "metrics.json" for t in trees.values() for s in STAGES],
-                   [results / "summary.csv"] + [p for p in figs.values() if p is not None])
+                   [results / "summary.csv", out / "per_seed.md"] + [p for p in figs.values() if p is not None])
     log.close()
     save_json(metrics, out / "metrics.json")
     with atomic_path(results / "report.md") as tmp:  # the Make target: written last

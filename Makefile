@@ -53,10 +53,10 @@ VENV_STAMP := $(VENV)/.requirements-installed
 C_BASE     := common/__init__.py common/io.py common/config.py common/log.py
 C_DATA     := $(C_BASE) common/seed.py common/data.py
 C_TRAIN    := $(C_DATA) common/metrics.py common/models.py common/train.py
-C_UNLEARN  := $(C_TRAIN) common/unlearn.py common/tracks.py $(sort $(wildcard common/methods/*.py))
+C_UNLEARN  := $(C_TRAIN) common/unlearn.py common/tracks.py common/probes.py $(sort $(wildcard common/methods/*.py))
 TUNED_JSON := $(wildcard $(TUNED_DIR)/*.json)
-C_ATTACK   := $(C_DATA) common/metrics.py
-C_REPORT   := $(C_BASE) common/aggregate.py common/figures.py
+C_ATTACK   := $(C_DATA) common/metrics.py common/stats.py
+C_REPORT   := $(C_BASE) common/aggregate.py common/figures.py common/stats.py common/verdict.py
 # gold_2 in every tree: with one seed it is the noise floor; with >= 3 it checks stage 07's equivalence test (a gold of
 # an independent seed must come out equivalent to gold). Costs one more gold training per tree (02 and 03).
 NOISE_GOLD := true

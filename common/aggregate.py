@@ -43,7 +43,8 @@ def t_interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float]:
 
 
 def aggregate(per_seed: dict, cols: list[str], floor: pd.Series | None = None) -> pd.DataFrame:
-    """Rows = models (the first seed's order), for each figure `c`: c (mean), c_std (ddof 1), c_n (seeds),
+    """Rows = models (the first seed's order), for each figure `c`: c (mean), c_std (ddof 1), c_n (seeds), c_lo /
+    c_hi (95 % t-interval of the mean; NaN with one seed),
     c_gap / c_gap_std (value - gold, per seed, then mean / std), c_gap_lo / c_gap_hi (95 % t-interval of the gap)
     and c_within_noise (bool; False where it cannot be decided)."""
     models = list(dict.fromkeys(m for df in per_seed.values() for m in df.index))
@@ -62,6 +63,7 @@ def aggregate(per_seed: dict, cols: list[str], floor: pd.Series | None = None) -
             row[c] = ok.mean() if len(ok) else np.nan
             row[f"{c}_std"] = ok.std(ddof=1) if len(ok) >= 2 else np.nan
             row[f"{c}_n"] = len(ok)
+            row[f"{c}_lo"], row[f"{c}_hi"] = t_interval(vals)  # 95 % t-interval of the mean across seeds
             row[f"{c}_gap"] = gok.mean() if len(gok) else np.nan
             row[f"{c}_gap_std"] = gok.std(ddof=1) if len(gok) >= 2 else np.nan
             row[f"{c}_gap_lo"], row[f"{c}_gap_hi"] = t_interval(gaps)

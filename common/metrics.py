@@ -123,6 +123,13 @@ CURVE = {"vit": dict(forget="forget", mia="mia_class", acc=("acc_forget_train", 
          "resnet": dict(forget="sample_forget", mia="mia_sample", acc=("acc_forget", "acc_retain", "acc_test"))}
 
 
+# Per track: Avg Gap's accuracy terms as {key: (train | test, split)} (the rows classwise / samplewise_metrics score)
+GAP_ROWS = {"vit": {"acc_forget_train": ("train", "forget"), "acc_retain_train": ("train", "retain"),
+                    "acc_test_retain": ("test", "test_retain")},
+            "resnet": {"acc_forget": ("train", "sample_forget"), "acc_retain": ("train", "sample_retain"),
+                       "acc_test": ("test", "test_eval")}}
+
+
 def curve_figures(track: str, logits: dict, data: dict, splits: dict) -> dict:
     """The figures of Avg Gap for one budget point of the trade-off curve: the track's three accuracies (%) and
     SalUn's MIA-efficacy computed exactly as stage 06 does (RBF SVC on true-class confidence, the *_members_attack

@@ -1,0 +1,192 @@
+"""What stage 07 may claim per track, from the tests of common.stats: which methods beat which (Holm-corrected),
+ranks with intervals and groups, which figures differ from gold, which are equivalent to it (and at what margin),
+whether the run can rank at all, and the verdict sentences that open the report.
+
+Input per track: {seed: DataFrame} (rows = models, gold among them; columns = figures, as stage 07 builds them)
+and {seed: {model: Avg Gap bootstrap replicates}} (stage 06's avg_gap_boot.json).
+Marks per (model, figure):
+  different  the gap to gold is shown: its 95 % t-interval across seeds excludes 0 (>= 2 seeds); with one seed the
+             paired row-bootstrap interval of the gap (accuracies) excludes 0, or gold's value lies outside the
+             model's own interval (other figures). None when there is nothing to test.
+  equivalent two one-sided tests across seeds against the figure's margin (common.stats.tost); None (cannot be
+             tested) with fewer than 3 golds.
+A cell with neither mark is "not shown either way": most cells at 3 seeds.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from common.aggregate import t_interval
+from common.stats import (ALPHA, MIN_GOLDS, equivalence_margin, letter_groups, pairwise, rank_intervals, tost,
+                          tost_power)
+
+REFS = ("original", "gold", "gold_2")
+
+
+def values(per_seed: dict, model: str, col: str) -> np.ndarray:
+    """The figure of one model in every seed tree, aligned by seed (NaN where missing)."""
+    return np.array([float(df.loc[model, col]) if model in df.index and col in df.columns and pd.notna(df.loc[model, col])
+                     else np.nan for df in per_seed.values()])
+
+
+def gaps(per_seed: dict, model: str, col: str) -> np.ndarray:
+    return values(per_seed, model, col) - values(per_seed, "gold", col)
+
+
+def methods_of(per_seed: dict) -> list[str]:
+    return [m for m in dict.fromkeys(m for df in per_seed.values() for m in df.index) if m not in REFS]
+
+
+def compare(per_seed: dict, boots: dict, methods: list[str]) -> dict:
+    """Avg Gap of the methods: pairwise tests (Holm), ranks with intervals, groups. With >= 3 seeds: paired t across
+    seeds; otherwise the paired row bootstrap (replicates averaged over the seeds' trees: the seed-to-seed spread is
+    not in it). `by` says which; `note` why nothing was tested when so."""
+    n = len(per_seed)
+    ag = {m: values(per_seed, m, "avg_gap") for m in methods}
+    ok = [m for m in methods if not np.isnan(ag[m]).any()]
+    means = {m: float(ag[m].mean()) for m in ok}
+    out = dict(by="seeds" if n >= MIN_GOLDS else "rows", means=means, note="")
+    if len(ok) < 2:
+        out.update(pairs=pairwise({}, "seeds"), note="fewer than 2 methods with an Avg Gap")
+    elif n >= MIN_GOLDS:
+        out["pairs"] = pairwise({m: ag[m] for m in ok}, "seeds")
+    else:
+        have = [m for m in ok if all(m in boots.get(s, {}) for s in per_seed)]
+        if len(have) < 2:
+            out.update(pairs=pairwise({}, "seeds"), note="no Avg Gap replicates from stage 06 (re-run it)")
+        else:
+            reps = {m: np.mean([np.asarray(boots[s][m], float) for s in per_seed], axis=0) for m in have}
+            out["pairs"] = pairwise(reps, "rows", {m: means[m] for m in have})
+    pairs = out["pairs"]
+    out["ranks"] = rank_intervals(means, pairs) if means else pd.DataFrame(columns=["rank", "rank_lo", "rank_hi"])
+    out["groups"] = letter_groups(means, pairs) if means else {}
+    return out
+
+
+def different(per_seed: dict, model: str, col: str) -> bool | None:
+    """Whether the gap to gold is shown (see the module docstring)."""
+    g = gaps(per_seed, model, col)
+    g = g[~np.isnan(g)]
+    if len(g) >= 2:
+        lo, hi = t_interval(g)
+        return bool(lo > 0 or hi < 0) if pd.notna(lo) else None
+    if len(g) == 1:
+        df = next(df for df in per_seed.values() if model in df.index)
+        row, gold = df.loc[model], df.loc["gold"]
+        if pd.notna(row.get(f"{col}_gap_ci_lo")):
+            return bool(not (row[f"{col}_gap_ci_lo"] <= 0 <= row[f"{col}_gap_ci_hi"]))
+        if pd.notna(row.get(f"{col}_ci_lo")):
+            return bool(not (row[f"{col}_ci_lo"] <= gold[col] <= row[f"{col}_ci_hi"]))
+    return None
+
+
+def margins(per_seed: dict, cols: list[str]) -> pd.Series:
+    """Per figure: the equivalence margin from the trees' golds (NaN with fewer than 3)."""
+    return pd.Series({c: equivalence_margin(values(per_seed, "gold", c)) for c in cols}, dtype=float)
+
+
+def marks(per_seed: dict, models: list[str], cols: list[str], margin: pd.Series) -> pd.DataFrame:
+    """Rows = models, columns = {col}_different / {col}_equivalent / {col}_tost_p (see the module docstring)."""
+    rows = {}
+    for m in models:
+        r = {}
+        for c in cols:
+            t = tost(gaps(per_seed, m, c), margin.get(c, math.nan))
+            r.update({f"{c}_different": different(per_seed, m, c), f"{c}_equivalent": t["equivalent"],
+                      f"{c}_tost_p": t["p"]})
+        rows[m] = r
+    return pd.DataFrame.from_dict(rows, orient="index").astype(object)
+
+
+def yes(v) -> bool:
+    """A mark that is set (True or numpy's True; None / NaN / False are not)."""
+    return isinstance(v, (bool, np.bool_)) and bool(v)
+
+
+def name_list(names: list[str]) -> str:
+    return ", ".join(names) if names else "none"
+
+
+def verdict(track: str, per_seed: dict, comp: dict, mk: pd.DataFrame, margin: pd.Series, cols: list[str],
+            names: dict, extra: list[str] = ()) -> list[str]:
+    """The opening sentences of one track (markdown bullet lines). `cols` = the Avg Gap figures (forget, retain,
+    test, MIA), `extra` = the past-the-head figures (ViT) that may separate what the output figures do not."""
+    n, methods = len(per_seed), list(comp["means"])
+    pairs = comp["pairs"]
+    test = ("paired t-test across the seeds" if comp["by"] == "seeds" else
+            "paired row bootstrap" + (" (one seed: row noise only)" if n == 1 else
+                                      f" over {n} seeds' rows (seed-to-seed spread not included)"))
+    lines = []
+    wins = {}
+    for r in pairs[pairs["significant"]].itertuples() if len(pairs) else []:
+        w, l_ = (r.a, r.b) if r.diff < 0 else (r.b, r.a)
+        wins.setdefault(w, []).append(l_)
+    order = sorted(methods, key=lambda m: comp["means"][m])
+    if comp["note"]:
+        lines.append(f"- **Ranking:** not tested ({comp['note']}).")
+    elif not wins:
+        lines.append(f"- **Ranking:** no two of the {len(methods)} methods can be told apart on Avg Gap "
+                     f"({test}, Holm over {len(pairs)} pairs, α {ALPHA}): this run cannot rank them.")
+    else:
+        told = "; ".join(f"{w} beats {name_list(sorted(wins[w], key=order.index))}" for w in order if w in wins)
+        best = [m for m in order if comp["ranks"].loc[m, "rank_lo"] == 1]
+        lines.append(f"- **Better than** (Avg Gap, {test}, Holm over {len(pairs)} pairs, α {ALPHA}): {told}. "
+                     f"{len(pairs) - sum(len(v) for v in wins.values())} of {len(pairs)} pairs cannot be told apart; "
+                     f"rank 1 is possible for {name_list(best)}.")
+    shown = [c for c in cols if pd.notna(margin.get(c))]
+    if len(shown) < len(cols) or n < MIN_GOLDS:
+        lines.append(f"- **Equivalent to gold:** cannot be tested: {n} gold{'s' if n != 1 else ''} (training seeds), "
+                     f"the margin needs at least {MIN_GOLDS}; no method is claimed to match gold.")
+    else:
+        m_text = ", ".join(f"{names.get(c, c)} ±{margin[c]:.{3 if 'mia' in c else 1}f}" for c in cols)
+        full = [m for m in order if all(yes(mk.loc[m, f"{c}_equivalent"]) for c in cols)]
+        part = {m: [names.get(c, c) for c in cols if yes(mk.loc[m, f"{c}_equivalent"])] for m in order}
+        part_text = "; ".join(f"{m}: {', '.join(v)}" for m, v in part.items() if v and m not in full)
+        lines.append(f"- **Equivalent to gold** (two one-sided t-tests across {n} seeds, α {ALPHA}; margin = 1.96 x "
+                     f"√2 x gold's std across the seeds, how far two golds of different training seeds fall apart 95 % "
+                     f"of the time: {m_text}): on all four figures {name_list(full)}"
+                     + (f"; on some: {part_text}" if part_text else "") + ".")
+    if not mk.empty:
+        cells = [(m, c) for m in methods for c in cols]
+        neither = sum(not yes(mk.loc[m, f"{c}_different"]) and not yes(mk.loc[m, f"{c}_equivalent"])
+                      for m, c in cells)
+        ceiling = [m for m in order if all(not yes(mk.loc[m, f"{c}_different"]) for c in cols[:1] + cols[3:])]
+        share = pd.Series({c: np.nanmean([abs(np.nanmean(gaps(per_seed, m, c))) * (100 if "mia" in c else 1)
+                                          for m in methods]) for c in cols})
+        share = 100 * share / share.sum() if share.sum() > 0 else share
+        lines.append(f"- **What this run cannot show:** {neither} of {len(cells)} method x figure cells are neither "
+                     "different from gold nor equivalent to it. "
+                     + (f"{len(ceiling)} of {len(methods)} methods show no gap to gold on forget accuracy and "
+                        f"MIA-efficacy ({name_list(ceiling)}): their order rests on retain and test accuracy. "
+                        if ceiling else "")
+                     + "The ranking is carried by " + ", ".join(f"{names.get(c, c)} {share[c]:.0f} %" for c in cols)
+                     + " of the mean |gap| (MIA in points).")
+        if extra and ceiling:
+            sep = {m: [names.get(c, c) for c in extra if f"{c}_different" in mk.columns
+                       and yes(mk.loc[m, f"{c}_different"])] for m in ceiling}
+            moved = [f"{m} ({', '.join(v)})" for m, v in sep.items() if v]
+            lines.append(f"- **Past the head** ({', '.join(names.get(c, c) for c in extra)}): of those {len(ceiling)}, "
+                         + (f"{len(moved)} differ from gold: {', '.join(moved)}." if moved else
+                            "none differs from gold: these checks do not separate them either."))
+    return lines
+
+
+def calibration_line(per_seed: dict, cols: list[str], margin: pd.Series, names: dict) -> str:
+    """The equivalence test checked on gold_2 (gold's recipe, an independent training seed): it should come out
+    equivalent; and the test's power at this many seeds."""
+    n = len(per_seed)
+    if n < MIN_GOLDS:
+        return ""
+    power = tost_power(n)
+    if not all("gold_2" in df.index for df in per_seed.values()):
+        return (f"Calibration: no gold_2 in every tree, so the test is not checked on an independent gold. Power at "
+                f"{n} seeds: a true gold passes one figure's test with probability {power:.2f} (simulation).")
+    res = {c: tost(gaps(per_seed, "gold_2", c), margin.get(c, math.nan)) for c in cols}
+    ok = [names.get(c, c) for c, r in res.items() if r["equivalent"]]
+    return (f"Calibration: gold_2 (gold's recipe, training seed + 10000: an independent gold) comes out equivalent on "
+            f"{len(ok)} of {len(cols)} figures ({name_list(ok)}). Power at {n} seeds: a true gold passes one figure's "
+            f"test with probability {power:.2f}, all four about {power ** 4:.2f} if independent (simulation, "
+            "common.stats.tost_power): a method that is not marked equivalent may still match gold.")

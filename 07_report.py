@@ -4,16 +4,22 @@ Reads   results/01_prepare_data/{metrics,manifest}.json, results/02_train_resnet
         results/03_train_vit_refs/metrics.json (models with their counted `units`),
         results/04_unlearn_vit/{metrics.json, tsne.png}, results/05_unlearn_gan/metrics.json (models; budget,
         budget_units, budgets, bn; the budget `curve` and the no-budget `reproduction` when run),
-        results/06_membership_attack/{metrics.json, roc.json}
+        results/06_membership_attack/{metrics.json, roc.json, avg_gap_boot.json (paired Avg Gap replicates)}
         (only metrics/manifest/figure files: nothing is retrained or re-evaluated here)
-Writes  results/report.md       header (data, profile, device, seed, git sha, compute budget, ViT init) + per-track
-                                tables: every value with its 95 % interval and its gap to gold (marked n.s. when the
-                                gap's interval contains 0), Avg Gap, compute (% of gold's cost), status (cut / over
-                                budget), RTE (wall time, reported only); methods sorted by Avg Gap; the reproduction
-                                table (no budget) when present; attack tables; figure links
-        results/summary.csv     one row per (track, model) with every metric (intervals as *_ci_lo / *_ci_hi)
-        results/07_report/      budget_curve.png, accuracy.png, vit_js_entropy.png, roc.png (log-log),
-                                training_curves.png, manifest.json, metrics.json (+ budget_curve, reproduction)
+Writes  results/report.md       header (data, profile, device, seeds, git sha, compute budget, ViT init); the
+                                VERDICT per track first (common.verdict: which methods beat which, Holm-corrected;
+                                which are equivalent to gold at the stated margin, by two one-sided tests over >= 3
+                                seeds, checked on gold_2 with the test's power; what the run cannot show; whether
+                                the past-the-head checks separate what the output figures do not); then per track
+                                the summary over seeds: group, rank [interval], Avg Gap [interval] and every figure
+                                as mean ± std [95 % t-interval] (gap to gold, ≠ shown / ≡ equivalent), compute,
+                                status, RTE (wall time, reported only); ViT's extra and past-the-head tables; attack
+                                tables; the reproduction table (no budget) when present; settings; figure links
+        results/summary.csv     one row per (seed, track, model) with every metric (intervals as *_ci_lo / *_ci_hi)
+        results/07_report/      per_seed.md (each seed's own tables: value [row-bootstrap interval] (gap, n.s.)),
+                                budget_curve.png, accuracy.png, vit_js_entropy.png, roc.png (log-log),
+                                training_curves.png, manifest.json, metrics.json (+ budget_curve, reproduction,
+                                claims: per track the pairs with Holm p, ranks, groups, margins, marks, verdict)
 Run     python 07_report.py [--results results]; smoke: python 07_report.py --profile smoke --results results-smoke/results
 A stage whose outputs are missing gets one line naming the command that makes it; the rest still renders.
 

@@ -53,7 +53,8 @@ VENV_STAMP := $(VENV)/.requirements-installed
 C_BASE     := common/__init__.py common/io.py common/config.py common/log.py
 C_DATA     := $(C_BASE) common/seed.py common/data.py
 C_TRAIN    := $(C_DATA) common/metrics.py common/models.py common/train.py
-C_UNLEARN  := $(C_TRAIN) common/unlearn.py common/tracks.py common/probes.py $(sort $(wildcard common/methods/*.py))
+C_UNLEARN  := $(C_TRAIN) common/unlearn.py common/tracks.py $(sort $(wildcard common/methods/*.py))
+C_UNLEARN_VIT := $(C_UNLEARN) common/probes.py
 TUNED_JSON := $(wildcard $(TUNED_DIR)/*.json)
 C_ATTACK   := $(C_DATA) common/metrics.py common/stats.py
 C_REPORT   := $(C_BASE) common/aggregate.py common/figures.py common/stats.py common/verdict.py
@@ -121,7 +122,7 @@ $(RESULTS)/seed-%/$(S02): 02_train_resnet.py $(C_TRAIN) $(RESULTS)/seed-%/$(S01)
 $(RESULTS)/seed-%/$(S03): 03_train_vit_refs.py $(C_TRAIN) $(RESULTS)/seed-%/$(S01) | $(VENV_STAMP)
 	$(PY) 03_train_vit_refs.py $(ARGS) --noise-gold $(NOISE_GOLD)
 
-$(RESULTS)/seed-%/$(S04): 04_unlearn_vit.py $(C_UNLEARN) $(TUNED_JSON) $(RESULTS)/seed-%/$(S03) $(BUDGETS_STAMP) | $(VENV_STAMP)
+$(RESULTS)/seed-%/$(S04): 04_unlearn_vit.py $(C_UNLEARN_VIT) $(TUNED_JSON) $(RESULTS)/seed-%/$(S03) $(BUDGETS_STAMP) | $(VENV_STAMP)
 	$(PY) 04_unlearn_vit.py $(ARGS) $(U_ARGS)
 
 $(RESULTS)/seed-%/$(S05): 05_unlearn_gan.py $(C_UNLEARN) $(TUNED_JSON) $(RESULTS)/seed-%/$(S02) $(BUDGETS_STAMP) | $(VENV_STAMP)

@@ -147,7 +147,7 @@ def verdict(track: str, per_seed: dict, comp: dict, mk: pd.DataFrame, margin: pd
         part_text = "; ".join(f"{m}: {', '.join(v)}" for m, v in part.items() if v and m not in full)
         lines.append(f"- **Equivalent to gold** (two one-sided t-tests across {n} seeds, α {ALPHA}; margin = 1.96 x "
                      f"√2 x gold's std across the seeds, how far two golds of different training seeds fall apart 95 % "
-                     f"of the time: {m_text}): on all four figures {name_list(full)}"
+                     f"of the time: {m_text}): on every figure {name_list(full)}"
                      + (f"; on some: {part_text}" if part_text else "") + ".")
     if not mk.empty:
         cells = [(m, c) for m in methods for c in cols]

@@ -1,7 +1,8 @@
 """After the smoke pipeline (usage: check_smoke.py RESULTS SEED [SEED ...]): in every seed tree each stage wrote its
-manifest and metrics; the aggregate report has a summary over all seeds before one section per seed; every model
-of every track is a row of the report's tables and has one row per seed in summary.csv, with finite headline
-figures (a model marked diverged is exempt). With --tuned DIR (the smoke tuning run's settings): every tuned study
+manifest and metrics; the aggregate report opens with a verdict, then a summary over all seeds, and
+07_report/per_seed.md has one section per seed; every model of every track is a row of the report's tables and has
+one row per seed in summary.csv, with finite headline figures (Avg Gap's row-bootstrap interval, ViT's relearn and
+probe figures among them; a model marked diverged is exempt). With --tuned DIR (the smoke tuning run's settings): every tuned study
 counted its trials, and stages 04 / 05 ran each tuned method at its tuned settings, the others at their official
 defaults, and the report says which. Exit status 1 with one line per problem."""
 from __future__ import annotations
@@ -16,10 +17,11 @@ import pandas as pd
 REPO = Path(__file__).resolve().parent.parent
 # pct_of_gold: the counted compute as % of gold's training cost; stage 07 derives it for every model with units
 # (original and gold_2 from stages 02/03 included), so no model may lack it.
-HEADLINE = {"vit": ("acc_forget_train", "acc_retain_train", "acc_test_retain", "avg_gap", "pct_of_gold",
-                    "jsd_gold_test_forget", "attack_mia_efficacy"),
-            "resnet": ("acc_forget", "acc_retain", "acc_test", "avg_gap", "pct_of_gold", "attack_mia_efficacy",
-                       "attack_loss_forget_auc")}
+HEADLINE = {"vit": ("acc_forget_train", "acc_retain_train", "acc_test_retain", "avg_gap", "avg_gap_ci_lo",
+                    "avg_gap_ci_hi", "pct_of_gold", "jsd_gold_test_forget", "attack_mia_efficacy", "relearn_acc",
+                    "relearn_acc_ci_lo", "probe_auc", "probe_auc_ci_lo"),
+            "resnet": ("acc_forget", "acc_retain", "acc_test", "avg_gap", "avg_gap_ci_lo", "avg_gap_ci_hi",
+                       "pct_of_gold", "attack_mia_efficacy", "attack_loss_forget_auc")}
 
 
 def problems(results: Path, seeds: list[str]) -> list[str]:
@@ -28,16 +30,20 @@ def problems(results: Path, seeds: list[str]) -> list[str]:
     if not report.is_file() or not summary.is_file():
         return [f"{report} or {summary} is missing"]
     text, table = report.read_text(), pd.read_csv(summary, dtype={"seed": str})
+    per_seed = results / "07_report" / "per_seed.md"
+    seed_text = per_seed.read_text() if per_seed.is_file() else ""
     if f"## Summary over {len(seeds)} training seed" not in text:
         out.append(f"report.md has no summary over the {len(seeds)} seeds")
+    if "## Verdict" not in text or text.index("## Verdict") > text.find("## Summary"):
+        out.append("report.md does not open with its verdict")
     for seed in seeds:
         tree = results / f"seed-{seed}"
         for script in sorted(REPO.glob("0[1-6]_*.py")):
             for name in ("manifest.json", "metrics.json"):
                 if not (tree / script.stem / name).is_file():
                     out.append(f"{script.name} ran but {tree / script.stem / name} is missing")
-        if f"## Seed {seed}" not in text:
-            out.append(f"report.md has no section for seed {seed}")
+        if f"## Seed {seed}" not in seed_text:
+            out.append(f"{per_seed} has no section for seed {seed}")
         out += model_problems(tree, seed, text, table)
     return out
 

@@ -70,12 +70,44 @@ def test_report_aggregates_two_seed_trees(run_stage, tmp_path):
     code, err = run_stage("07_report.py", ["--profile", "smoke", "--results", str(root), "--seeds", "0 1"])
     assert code == 0, err
     text = (root / "report.md").read_text()
-    assert text.index("## Summary over 2 training seeds (0, 1)") < text.index("## Seed 0") < text.index("## Seed 1")
-    # finetune forget: mean 72, std sqrt(8) = 2.83, gap +10 each seed; golds 60 / 64 -> floor 4
-    assert "| finetune | 72.0 ± 2.8 (+10.0) |" in text
-    assert "Noise floor (gold vs gold): forget 4.0" in text
+    per_seed = (root / "07_report/per_seed.md").read_text()
+    assert "## Summary over 2 training seeds (0, 1)" in text and per_seed.index("## Seed 0") < per_seed.index("## Seed 1")
+    # finetune forget: mean 72, std sqrt(8) = 2.83, t-interval 72 ± 12.706 x 2.83 / sqrt 2, gap +10 on each seed (≠)
+    assert "| 72.0 ± 2.8 [46.6, 97.4] (+10.0, ≠) |" in text
+    assert "Equivalence margins: none (2 golds: at least 3 are needed)." in text
+    agg0 = json.loads((root / "07_report/metrics.json").read_text())
+    assert agg0["noise_floor"]["resnet"]["acc_forget"] == pytest.approx(4.0)  # golds 60 / 64
     summary = pd.read_csv(root / "summary.csv")
     assert list(summary.columns[:3]) == ["seed", "track", "model"] and sorted(set(summary.seed)) == [0, 1]
     assert len(summary) == 6  # 2 seeds x (original, gold, finetune)
     agg = json.loads((root / "07_report/metrics.json").read_text())
     assert agg["seeds"] == ["0", "1"] and agg["models"]["resnet/finetune"]["acc_forget_std"] == pytest.approx(8 ** 0.5)
+
+
+def test_report_three_seeds_claims_equivalence_only_through_tost_and_checks_it_on_gold_2(run_stage, tmp_path):
+    root = tmp_path / "results"
+    golds = {"0": (60, 95, 70), "1": (64, 96, 71), "2": (62, 94, 69)}  # std 2 / 1 / 1 -> margins 5.54 / 2.77 / 2.77
+    for seed, (f, r, t) in golds.items():
+        tree = root / f"seed-{seed}"
+        _write(tree / "01_prepare_data/metrics.json", dict(source="kaggle", n_train=100, n_test=20, forget_class=0,
+                                                           forget_class_name="airplane", split_sizes={}))
+        d = {"0": 1, "1": -1, "2": 0}[seed]
+        _write(tree / "02_train_resnet/metrics.json", dict(models=dict(
+            original=dict(acc_forget=100, acc_retain=95, acc_test=70), gold=dict(acc_forget=f, acc_retain=r, acc_test=t),
+            gold_2=dict(acc_forget=f + d, acc_retain=r, acc_test=t))))  # an independent gold: gaps 1, -1, 0
+        _write(tree / "05_unlearn_gan/metrics.json", dict(models=dict(
+            close=dict(acc_forget=f + 0.5 * abs(d), acc_retain=r + 0.2 * d, acc_test=t),  # tiny gaps
+            far=dict(acc_forget=f + 30 + abs(d), acc_retain=r, acc_test=t))))  # forget gap ~30 on every seed
+    code, err = run_stage("07_report.py", ["--profile", "smoke", "--results", str(root), "--seeds", "0 1 2"])
+    assert code == 0, err
+    text = (root / "report.md").read_text()
+    verdict = text[text.index("## Verdict"):text.index("How to read")]
+    assert "close beats far" in verdict and "paired t-test across the seeds, Holm over 1 pairs" in verdict
+    assert "margin = 1.96 x √2 x gold's std" in verdict and "forget ±5.5, retain ±2.8, test ±2.8" in verdict
+    assert "on every figure close" in verdict  # close: equivalent on forget, retain and test
+    assert "gold_2 (gold's recipe, training seed + 10000: an independent gold) comes out equivalent on 3 of 3" in text
+    assert "| far | b | 2 [2, 2] |" in text and "| close | a | 1 [1, 1] |" in text
+    assert "(+30.7, ≠)" in text and "(+0.3, ≡)" in text  # far's forget gap shown; close's forget gap equivalent
+    claims = json.loads((root / "07_report/metrics.json").read_text())["claims"]["resnet"]
+    assert claims["by"] == "seeds" and claims["marks"]["far"]["acc_forget_different"] is True
+    assert claims["marks"]["far"]["acc_forget_equivalent"] is False and claims["pairs"][0]["significant"] is True

@@ -185,7 +185,8 @@ def _imports(path: Path) -> set[str]:
     mods = set(re.findall(r"^\s*from common\.([\w.]+) import", text, re.M))
     for pkg, names in re.findall(r"^\s*from common(\.[\w.]+)? import ([\w, ]+)", text, re.M):
         base = pkg.lstrip(".")
-        mods |= {f"{base}.{n.strip()}" if base else n.strip() for n in names.split(",")}
+        names = [n.split(" as ")[0].strip() for n in names.split(",")]  # "verdict as V" -> verdict
+        mods |= {f"{base}.{n}" if base else n for n in names}
     out = set()
     for m in mods:
         rel = Path("common", *m.split("."))

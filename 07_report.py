@@ -15,7 +15,8 @@ Writes  results/report.md       header (data, profile, device, seeds, git sha, c
                                 as mean ± std [95 % t-interval] (gap to gold, ≠ shown / ≡ equivalent), compute,
                                 status, RTE (wall time, reported only); ViT's extra and past-the-head tables; attack
                                 tables; the reproduction table (no budget) when present; settings; figure links
-        results/summary.csv     one row per (seed, track, model) with every metric (intervals as *_ci_lo / *_ci_hi)
+        results/summary.csv     one row per (tree, track, model): tree id, training seed, split_seed, forget_class,
+                                then every metric (intervals as *_ci_lo / *_ci_hi)
         results/07_report/      per_seed.md (each seed's own tables: value [row-bootstrap interval] (gap, n.s.)),
                                 budget_curve.png, accuracy.png, vit_js_entropy.png, roc.png (log-log),
                                 training_curves.png, manifest.json, metrics.json (+ budget_curve, reproduction,
@@ -550,7 +551,14 @@ def build_report(trees: dict, aggs: dict, floors: dict, repro: dict, figs: dict,
     reproduction, settings), a link to the per-seed tables, the figures."""
     first = next(iter(trees.values()))
     seeds = list(trees)
-    lines = header(first["m"], first["path"], seeds) + [""]
+    lines = header(first["m"], first["path"], seeds)
+    ids = [tree_ids(t) for t in trees.values()]
+    splits, classes = sorted({str(i["split_seed"]) for i in ids}), sorted({str(i["forget_class"]) for i in ids})
+    if len(splits) > 1 or len(classes) > 1:
+        lines.append(f"- Trees: {len(trees)} = training seeds x forget sets (split seeds {', '.join(splits)}; forget "
+                     f"classes {', '.join(classes)}), aggregated like seeds: every spread below includes the choice of "
+                     "forget data (the header's forget class and sizes are the first tree's)")
+    lines.append("")
     for seed, t in trees.items():
         if t["missing"]:
             lines += [f"## Missing stages (seed {seed})", ""] + t["missing"] + [""]
@@ -611,6 +619,15 @@ def claims_json(c: dict) -> dict:
             "verdict": c["lines"], "calibration": c["calibration"]}
 
 
+def tree_ids(t: dict) -> dict:
+    """A tree's training seed, split seed (sample-wise forget set) and forgotten class (stage 01's manifest and
+    metrics); the tree id itself when 01 has not run."""
+    cfg = (read_json(t["path"] / "01_prepare_data" / "manifest.json") or {}).get("config", {})
+    prep = t["m"].get("01_prepare_data", {})
+    return dict(seed=cfg.get("seed", t["path"].name.removeprefix("seed-")), split_seed=cfg.get("split_seed"),
+                forget_class=prep.get("forget_class"))
+
+
 def seed_trees(results: Path, seeds: str) -> dict[str, Path]:
     """{seed: tree}: the named seeds' results/seed-<s>/, else every seed-* tree found, else results itself."""
     if seeds.split():
@@ -646,10 +663,11 @@ def main() -> None:
     cl = {track: claims({s: t["tables"][track] for s, t in trees.items() if track in t["tables"]},
                         {s: t["m"]["boot"].get(track, {}) for s, t in trees.items()}, track) for track in aggs}
     curves = budget_curves(trees, tracks)
-    frames = [df.assign(seed=seed, track=track).reset_index(names="model")
-              for seed, t in trees.items() for track, df in t["tables"].items()]
-    summary = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["seed", "track", "model"])
-    summary = summary[["seed", "track", "model"] + [c for c in summary.columns if c not in ("seed", "track", "model")]]
+    frames = [df.assign(tree=tid, track=track, **tree_ids(t)).reset_index(names="model")
+              for tid, t in trees.items() for track, df in t["tables"].items()]
+    keys = ["tree", "seed", "split_seed", "forget_class", "track", "model"]
+    summary = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=keys)
+    summary = summary[keys + [c for c in summary.columns if c not in keys]]
     first = next(iter(trees.values()))
     figs = {"Avg Gap to gold against compute (% of gold's training cost, counted units, log x), one line per "
             "method, one panel per track (mean ± std over seeds; hollow = over budget)":

@@ -2,6 +2,7 @@
 #   make all                      run 01 -> 07 (auto profile: paper on a CUDA GPU, else cpu)
 #   make all DATA_SOURCE=kaggle DATA_DIR=<folder with train.7z and trainLabels.csv>
 #   make all SEEDS="0 1 2"        one results tree per training seed (results/seed-<s>/), one aggregate report
+#   make all SEEDS="42 43" SPLIT_SEEDS="42 7" FORGET_CLASSES="0 2"   also over forget sets (one tree per combination)
 #   make test                     unit tests + the whole pipeline in the smoke profile (two seeds) on tiny data
 # Variables (name=value on the command line):
 PROFILE      ?= auto
@@ -13,6 +14,8 @@ DEVICE       ?= auto
 SEEDS        ?= 42
 SPLIT_SEED   ?= 42
 FORGET_CLASS ?= 0
+SPLIT_SEEDS  ?=
+FORGET_CLASSES ?=
 WANDB        ?= 0
 PYTHON       ?= python3
 VENV         ?= .venv
@@ -29,6 +32,11 @@ THREADS      ?= $(shell nproc 2>/dev/null || echo 1)
 # SEEDS: training seeds (initial weights, batch order, augmentation); each gets results/seed-<s>/, self-contained,
 #   so seeds can run on different machines (copy the trees into one results/ and run `make report`).
 # SPLIT_SEED: stage 01's splits, the same forget set for every training seed unless changed.
+# SPLIT_SEEDS / FORGET_CLASSES: repeat the run over several sample-wise forget sets (split seeds) / forgotten classes,
+#   crossed with SEEDS: tree results/seed-<s>_split-<k>_class-<c>/ per combination (a part only when its list is
+#   set), aggregated like seeds (the spread then includes the choice of forget data). Test pools and the row pool
+#   stay fixed (01's --pool-seed). The tuning problem's class is refused here; a split whose forget rows meet the
+#   tuning forget set is refused by 04/05 (tuned settings must not be scored on the rows they were tuned on).
 # Stages 02/03 also train `gold_2` (gold's recipe, seed + 10000): with one seed the gold-vs-gold noise floor;
 # with several, the seeds' own golds give the floor and the equivalence margin, and gold_2 checks the test.
 # BUDGETS: e.g. "0.05,0.1,0.2,0.5,1": also evaluate every unlearning method at each fraction of gold's cost (the
@@ -62,11 +70,14 @@ C_REPORT   := $(C_BASE) common/aggregate.py common/figures.py common/stats.py co
 # an independent seed must come out equivalent to gold). Costs one more gold training per tree (02 and 03).
 NOISE_GOLD := true
 TREE        = $(RESULTS)/seed-$*
-ARGS        = --profile $(PROFILE) --results $(TREE) --device $(DEVICE) --seed $* --wandb $(WANDB)
+ARGS        = --profile $(PROFILE) --results $(TREE) --device $(DEVICE) --seed $(call tseed,$*) --wandb $(WANDB)
 U_ARGS      = $(if $(BUDGETS),--budgets $(BUDGETS)) --settings $(SETTINGS) --tuned-dir $(TUNED_DIR)
 TUNE        := $(RESULTS)/tune
 TUNE_ARGS    = --profile $(PROFILE) --results $(TUNE) --device $(DEVICE) --seed $(TUNE_SEED) --wandb $(WANDB)
 TUNE_TEXT   := $(TUNE_SEED) $(TUNE_FORGET_CLASS)
+ifneq ($(filter $(TUNE_FORGET_CLASS),$(FORGET_CLASSES) $(FORGET_CLASS)),)
+$(error TUNE_FORGET_CLASS $(TUNE_FORGET_CLASS) is a reported forget class (FORGET_CLASS / FORGET_CLASSES): the report must not score the class the settings were tuned on; drop it or pick another TUNE_FORGET_CLASS)
+endif
 ifneq ($(filter $(TUNE_SEED),$(SEEDS)),)
 $(error TUNE_SEED $(TUNE_SEED) is one of SEEDS ($(SEEDS)): the tuning problem must not share a training seed with the report; pick another TUNE_SEED)
 endif
@@ -79,18 +90,25 @@ SMOKE_TUNE_METHODS ?= finetune,scrub,ssd,gan
 # re-runs the report. Each stamp is rewritten only when its text changes.
 VARS_STAMP  := $(RESULTS)/.make-vars
 VARS_TEXT   := $(PROFILE) $(DATA_SOURCE) $(abspath $(DATA_DIR)) $(DEVICE) $(SPLIT_SEED) $(FORGET_CLASS) $(THREADS)
+# tree ids <seed>[_split-<k>][_class-<c>]: every SEEDS x SPLIT_SEEDS x FORGET_CLASSES combination
+TREE_IDS := $(foreach s,$(SEEDS),$(foreach k,$(or $(SPLIT_SEEDS),_),$(foreach c,$(or $(FORGET_CLASSES),_),$(s)$(if \
+  $(filter-out _,$(k)),_split-$(k))$(if $(filter-out _,$(c)),_class-$(c)))))
+tseed  = $(firstword $(subst _, ,$1))
+tfield = $(patsubst $2-%,%,$(filter $2-%,$(subst _, ,$1)))
+tsplit = $(or $(call tfield,$1,split),$(SPLIT_SEED))
+tclass = $(or $(call tfield,$1,class),$(FORGET_CLASS))
 SEEDS_STAMP := $(RESULTS)/.make-seeds
 BUDGETS_STAMP := $(RESULTS)/.make-budgets
 U_TEXT      := $(BUDGETS) $(SETTINGS) $(abspath $(TUNED_DIR))
 TUNE_STAMP  := $(RESULTS)/.make-tune
 ifeq ($(filter help clean test pytest venv,$(MAKECMDGOALS)),)
 $(shell mkdir -p $(RESULTS); [ "$$(cat $(VARS_STAMP) 2>/dev/null)" = "$(VARS_TEXT)" ] || echo "$(VARS_TEXT)" > $(VARS_STAMP))
-$(shell [ "$$(cat $(SEEDS_STAMP) 2>/dev/null)" = "$(SEEDS)" ] || echo "$(SEEDS)" > $(SEEDS_STAMP))
+$(shell [ "$$(cat $(SEEDS_STAMP) 2>/dev/null)" = "$(TREE_IDS)" ] || echo "$(TREE_IDS)" > $(SEEDS_STAMP))
 $(shell mkdir -p $(TUNE); [ "$$(cat $(TUNE_STAMP) 2>/dev/null)" = "$(TUNE_TEXT)" ] || echo "$(TUNE_TEXT)" > $(TUNE_STAMP))
 $(shell [ -f $(BUDGETS_STAMP) ] && [ "$$(cat $(BUDGETS_STAMP))" = "$(U_TEXT)" ] || echo "$(U_TEXT)" > $(BUDGETS_STAMP))
 endif
 
-per_seed = $(foreach s,$(SEEDS),$(RESULTS)/seed-$(s)/$(1))
+per_seed = $(foreach t,$(TREE_IDS),$(RESULTS)/seed-$(t)/$(1))
 S01 := 01_prepare_data/metrics.json
 S02 := 02_train_resnet/metrics.json
 S03 := 03_train_vit_refs/metrics.json
@@ -114,7 +132,7 @@ $(VENV_STAMP): requirements.txt
 # Per-seed stages: pattern rules, `$*` is the training seed.
 $(RESULTS)/seed-%/$(S01): 01_prepare_data.py $(C_DATA) $(VARS_STAMP) | $(VENV_STAMP)
 	$(PY) 01_prepare_data.py $(ARGS) --source $(DATA_SOURCE) --data-dir $(DATA_DIR) --cache-dir $(CACHE_DIR) \
-	  --forget-class $(FORGET_CLASS) --split-seed $(SPLIT_SEED)
+	  --forget-class $(call tclass,$*) --split-seed $(call tsplit,$*)
 
 $(RESULTS)/seed-%/$(S02): 02_train_resnet.py $(C_TRAIN) $(RESULTS)/seed-%/$(S01) | $(VENV_STAMP)
 	$(PY) 02_train_resnet.py $(ARGS) --noise-gold $(NOISE_GOLD)
@@ -163,7 +181,7 @@ tune: $(TUNE_DEPS) | $(VENV_STAMP)
 
 # One report over every seed tree: mean ± std across seeds, then each seed's own tables.
 $(REPORT): 07_report.py $(C_REPORT) $(SEEDS_STAMP) $(call per_seed,$(S06)) | $(VENV_STAMP)
-	$(PY) 07_report.py --profile $(PROFILE) --results $(RESULTS) --device $(DEVICE) --wandb $(WANDB) --seeds "$(SEEDS)"
+	$(PY) 07_report.py --profile $(PROFILE) --results $(RESULTS) --device $(DEVICE) --wandb $(WANDB) --seeds "$(TREE_IDS)"
 
 # Keep every intermediate artefact (make would delete files that only pattern rules made).
 .SECONDARY:

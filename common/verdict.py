@@ -138,7 +138,7 @@ def verdict(track: str, per_seed: dict, comp: dict, mk: pd.DataFrame, margin: pd
                      f"rank 1 is possible for {name_list(best)}.")
     shown = [c for c in cols if pd.notna(margin.get(c))]
     if len(shown) < len(cols) or n < MIN_GOLDS:
-        lines.append(f"- **Equivalent to gold:** cannot be tested: {n} gold{'s' if n != 1 else ''} (training seeds), "
+        lines.append(f"- **Equivalent to gold:** cannot be tested: {n} gold{'s' if n != 1 else ''} (one per tree), "
                      f"the margin needs at least {MIN_GOLDS}; no method is claimed to match gold.")
     else:
         m_text = ", ".join(f"{names.get(c, c)} ±{margin[c]:.{3 if 'mia' in c else 1}f}" for c in cols)

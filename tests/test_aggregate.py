@@ -78,7 +78,8 @@ def test_report_aggregates_two_seed_trees(run_stage, tmp_path):
     agg0 = json.loads((root / "07_report/metrics.json").read_text())
     assert agg0["noise_floor"]["resnet"]["acc_forget"] == pytest.approx(4.0)  # golds 60 / 64
     summary = pd.read_csv(root / "summary.csv")
-    assert list(summary.columns[:3]) == ["seed", "track", "model"] and sorted(set(summary.seed)) == [0, 1]
+    assert list(summary.columns[:6]) == ["tree", "seed", "split_seed", "forget_class", "track", "model"]
+    assert sorted(set(summary.seed)) == [0, 1]
     assert len(summary) == 6  # 2 seeds x (original, gold, finetune)
     agg = json.loads((root / "07_report/metrics.json").read_text())
     assert agg["seeds"] == ["0", "1"] and agg["models"]["resnet/finetune"]["acc_forget_std"] == pytest.approx(8 ** 0.5)
@@ -111,3 +112,26 @@ def test_report_three_seeds_claims_equivalence_only_through_tost_and_checks_it_o
     claims = json.loads((root / "07_report/metrics.json").read_text())["claims"]["resnet"]
     assert claims["by"] == "seeds" and claims["marks"]["far"]["acc_forget_different"] is True
     assert claims["marks"]["far"]["acc_forget_equivalent"] is False and claims["pairs"][0]["significant"] is True
+
+
+def test_report_aggregates_trees_over_forget_classes(run_stage, tmp_path):
+    """FORGET_CLASSES: one tree per (seed, class), aggregated like seeds; summary.csv says which tree is which."""
+    root = tmp_path / "results"
+    for cls, (gold, ft) in {2: (0, 10), 3: (0, 20)}.items():
+        tree = root / f"seed-0_class-{cls}"
+        _write(tree / "01_prepare_data/metrics.json", dict(source="kaggle", n_train=100, n_test=20, forget_class=cls,
+                                                           forget_class_name=str(cls), split_sizes={}))
+        _write(tree / "01_prepare_data/manifest.json", dict(config=dict(seed=0, split_seed=42)))
+        _write(tree / "04_unlearn_vit/metrics.json", dict(models=dict(
+            gold=dict(acc_forget_train=gold, acc_retain_train=90, acc_test_retain=80),
+            finetune=dict(acc_forget_train=ft, acc_retain_train=90, acc_test_retain=80))))
+    code, err = run_stage("07_report.py", ["--profile", "smoke", "--results", str(root),
+                                           "--seeds", "0_class-2 0_class-3"])
+    assert code == 0, err
+    summary = pd.read_csv(root / "summary.csv")
+    ft = summary[summary.model == "finetune"].set_index("forget_class")
+    assert sorted(ft.index) == [2, 3] and set(ft.tree) == {"0_class-2", "0_class-3"} and set(ft.seed) == {0}
+    assert set(ft.split_seed) == {42}
+    text = (root / "report.md").read_text()
+    assert "- Trees: 2 = training seeds x forget sets (split seeds 42; forget classes 2, 3)" in text
+    assert "| 15.0 ± 7.1 [-48.5, 78.5] (+15.0) |" in text  # the two classes' forget accuracies, aggregated

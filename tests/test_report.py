@@ -77,7 +77,7 @@ def test_report_lists_every_model_with_gaps(run_stage, results):
     # the verdict comes first; one seed without stage 06's replicates: no ranking test, no equivalence test
     assert text.index("## Verdict") < text.index("How to read") < text.index("## Summary")
     assert "- **Ranking:** not tested (no Avg Gap replicates from stage 06 (re-run it))." in text
-    assert "- **Equivalent to gold:** cannot be tested: 1 gold (training seeds)" in text
+    assert "- **Equivalent to gold:** cannot be tested: 1 gold (one per tree)" in text
     # summary: group, rank [interval], Avg Gap first; then units | compute % of gold | status | RTE: wall s | RTE %
     assert "| finetune | a | 1 [1, 2] | 8.0 | 10.0 (+10.0) |" in text and "| 100 | 10.0 | cut | 40.0 | 50.0 |" in text
     # seed table: Avg Gap | units | ...; ssd: (|50-0| + |85-92| + |75-82| + 100*|0.8-0.9|) / 4 = 18.5; 130 units

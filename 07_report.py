@@ -575,9 +575,10 @@ def build_report(trees: dict, aggs: dict, floors: dict, repro: dict, figs: dict,
         c, one = cl[track], (first["tables"].get(track) if len(seeds) == 1 else None)
         margin = c["margin"].dropna()
         margin_text = (", ".join(f"{NAMES.get(k, k)} ±{v:.{digits_for(k)}f}" for k, v in margin.items()) +
-                       f" (from {len(seeds)} golds, one per tree, that differ by training seed only: initial weights and "
-                       "batch order, same data and retain rows; within a tree gold starts from the original's "
-                       "initial weights)") if len(margin) else \
+                       f" (from {len(seeds)} golds, one per tree, that differ by " + (
+                           "training seed and forget set" if len(splits) > 1 or len(classes) > 1 else
+                           "training seed only: initial weights and batch order, same data and retain rows") +
+                       "; within a tree gold starts from the original's initial weights)") if len(margin) else \
             f"none ({len(seeds)} gold{'s' if len(seeds) != 1 else ''}: at least 3 are needed)"
         lines += [f"### {TITLES[track]}", ""]
         if all(caution(track, t["tables"][track]) for t in trees.values() if track in t["tables"]):

@@ -571,10 +571,13 @@ def build_report(trees: dict, aggs: dict, floors: dict, repro: dict, figs: dict,
             lines += [cl[track]["calibration"], ""]
     lines += [HOW_TO_READ, "", f"## Summary over {len(seeds)} training seed{'s' if len(seeds) > 1 else ''} "
               f"({', '.join(seeds)})", ""]
+    per_track = {track: {s: t["tables"][track] for s, t in trees.items() if track in t["tables"]} for track in aggs}
     for track, agg in aggs.items():
         c, one = cl[track], (first["tables"].get(track) if len(seeds) == 1 else None)
         margin = c["margin"].dropna()
-        margin_text = (", ".join(f"{NAMES.get(k, k)} ±{v:.{digits_for(k)}f}" for k, v in margin.items()) +
+        golds = {k: ", ".join(f"{g:.{digits_for(k)}f}" for g in V.values(per_track[track], "gold", k)) for k in margin.index}
+        margin_text = (", ".join(f"{NAMES.get(k, k)} ±{v:.{digits_for(k) + (1 if 0 < v < 0.1 else 0)}f} (golds {golds[k]})"
+                                 for k, v in margin.items()) +
                        f" (from {len(seeds)} golds, one per tree, that differ by " + (
                            "training seed and forget set" if len(splits) > 1 or len(classes) > 1 else
                            "training seed only: initial weights and batch order, same data and retain rows") +

@@ -128,8 +128,11 @@ def verdict(track: str, per_seed: dict, comp: dict, mk: pd.DataFrame, margin: pd
     if comp["note"]:
         lines.append(f"- **Ranking:** not tested ({comp['note']}).")
     elif not wins:
+        raw = int((pairs["p"] < ALPHA).sum())
         lines.append(f"- **Ranking:** no two of the {len(methods)} methods can be told apart on Avg Gap "
-                     f"({test}, Holm over {len(pairs)} pairs, α {ALPHA}): this run cannot rank them.")
+                     f"({test}, Holm over {len(pairs)} pairs, α {ALPHA}): this run cannot rank them "
+                     f"({raw} pair{'s' if raw != 1 else ''} had p < {ALPHA} before the correction; more seeds "
+                     "would be needed).")
     else:
         told = "; ".join(f"{w} beats {name_list(sorted(wins[w], key=order.index))}" for w in order if w in wins)
         best = [m for m in order if comp["ranks"].loc[m, "rank_lo"] == 1]
@@ -141,14 +144,21 @@ def verdict(track: str, per_seed: dict, comp: dict, mk: pd.DataFrame, margin: pd
         lines.append(f"- **Equivalent to gold:** cannot be tested: {n} gold{'s' if n != 1 else ''} (one per tree), "
                      f"the margin needs at least {MIN_GOLDS}; no method is claimed to match gold.")
     else:
-        m_text = ", ".join(f"{names.get(c, c)} ±{margin[c]:.{3 if 'mia' in c else 1}f}" for c in cols)
-        full = [m for m in order if all(yes(mk.loc[m, f"{c}_equivalent"]) for c in cols)]
+        digits = {c: 3 if "mia" in c else 1 for c in cols}
+        m_text = ", ".join(f"{names.get(c, c)} ±{margin[c]:.{digits[c] + (1 if margin[c] < 0.1 else 0)}f}"
+                           for c in cols if margin[c] > 0)
+        flat = [c for c in cols if margin[c] == 0]  # gold has the same value in every tree: no margin to test against
+        full = [m for m in order if all(yes(mk.loc[m, f"{c}_equivalent"]) for c in cols if c not in flat)]
         part = {m: [names.get(c, c) for c in cols if yes(mk.loc[m, f"{c}_equivalent"])] for m in order}
         part_text = "; ".join(f"{m}: {', '.join(v)}" for m, v in part.items() if v and m not in full)
+        flat_text = "".join(
+            f" {names.get(c, c)}: gold scores {values(per_seed, 'gold', c)[0]:.{digits[c]}f} in every tree, so there is "
+            f"no margin and nothing to test; {sum(bool(np.all(gaps(per_seed, m, c) == 0)) for m in order)} of "
+            f"{len(order)} methods hit that value exactly on every seed (a count, not a test)." for c in flat)
         lines.append(f"- **Equivalent to gold** (two one-sided t-tests across {n} seeds, α {ALPHA}; margin = 1.96 x "
                      f"√2 x gold's std across the seeds, how far two golds of different training seeds fall apart 95 % "
-                     f"of the time: {m_text}): on every figure {name_list(full)}"
-                     + (f"; on some: {part_text}" if part_text else "") + ".")
+                     f"of the time: {m_text or 'none above 0'}): on every testable figure {name_list(full)}"
+                     + (f"; on some: {part_text}" if part_text else "") + "." + flat_text)
     if not mk.empty:
         cells = [(m, c) for m in methods for c in cols]
         neither = sum(not yes(mk.loc[m, f"{c}_different"]) and not yes(mk.loc[m, f"{c}_equivalent"])
@@ -165,11 +175,13 @@ def verdict(track: str, per_seed: dict, comp: dict, mk: pd.DataFrame, margin: pd
                      + "The ranking is carried by " + ", ".join(f"{names.get(c, c)} {share[c]:.0f} %" for c in cols)
                      + " of the mean |gap| (MIA in points).")
         if extra and ceiling:
-            sep = {m: [names.get(c, c) for c in extra if f"{c}_different" in mk.columns
-                       and yes(mk.loc[m, f"{c}_different"])] for m in ceiling}
+            sep = {m: [f"{names.get(c, c)} {np.nanmean(gaps(per_seed, m, c)):+.{3 if 'auc' in c else 1}f}"
+                       for c in extra if f"{c}_different" in mk.columns and yes(mk.loc[m, f"{c}_different"])]
+                   for m in ceiling}
             moved = [f"{m} ({', '.join(v)})" for m, v in sep.items() if v]
             lines.append(f"- **Past the head** ({', '.join(names.get(c, c) for c in extra)}): of those {len(ceiling)}, "
-                         + (f"{len(moved)} differ from gold: {', '.join(moved)}." if moved else
+                         + (f"{len(moved)} differ from gold (mean gap; a faster relearn or a higher probe AUC than "
+                            f"gold's = the class hidden, not removed): {', '.join(moved)}." if moved else
                             "none differs from gold: these checks do not separate them either."))
     return lines
 
@@ -185,8 +197,13 @@ def calibration_line(per_seed: dict, cols: list[str], margin: pd.Series, names: 
         return (f"Calibration: no gold_2 in every tree, so the test is not checked on an independent gold. Power at "
                 f"{n} seeds: a true gold passes one figure's test with probability {power:.2f} (simulation).")
     res = {c: tost(gaps(per_seed, "gold_2", c), margin.get(c, math.nan)) for c in cols}
-    ok = [names.get(c, c) for c, r in res.items() if r["equivalent"]]
+    testable = [c for c, r in res.items() if r["equivalent"] is not None]
+    ok = [names.get(c, c) for c in testable if res[c]["equivalent"]]
+    failed = [f"{names.get(c, c)} (90 % interval of its gap [{res[c]['lo']:.3g}, {res[c]['hi']:.3g}] vs margin "
+              f"±{res[c]['margin']:.3g})" for c in testable if not res[c]["equivalent"]]
     return (f"Calibration: gold_2 (gold's recipe, training seed + 10000: an independent gold) comes out equivalent on "
-            f"{len(ok)} of {len(cols)} figures ({name_list(ok)}). Power at {n} seeds: a true gold passes one figure's "
+            f"{len(ok)} of the {len(testable)} testable figures ({name_list(ok)})"
+            + (f"; not on {'; '.join(failed)}: the margin from {n} golds is itself noisy" if failed else "")
+            + f". Power at {n} seeds: a true gold passes one figure's "
             f"test with probability {power:.2f}, all four about {power ** 4:.2f} if independent (simulation, "
             "common.stats.tost_power): a method that is not marked equivalent may still match gold.")

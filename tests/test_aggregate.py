@@ -105,8 +105,9 @@ def test_report_three_seeds_claims_equivalence_only_through_tost_and_checks_it_o
     verdict = text[text.index("## Verdict"):text.index("How to read")]
     assert "close beats far" in verdict and "paired t-test across the seeds, Holm over 1 pairs" in verdict
     assert "margin = 1.96 x √2 x gold's std" in verdict and "forget ±5.5, retain ±2.8, test ±2.8" in verdict
-    assert "on every figure close" in verdict  # close: equivalent on forget, retain and test
-    assert "gold_2 (gold's recipe, training seed + 10000: an independent gold) comes out equivalent on 3 of 3" in text
+    assert "on every testable figure close" in verdict  # close: equivalent on forget, retain and test
+    assert "gold_2 (gold's recipe, training seed + 10000: an independent gold) comes out equivalent on 3 of the 3 testable figures" in text
+    assert "Equivalence margins: forget ±5.5 (golds 60.0, 64.0, 62.0)" in text
     assert "| far | b | 2 [2, 2] |" in text and "| close | a | 1 [1, 1] |" in text
     assert "(+30.7, ≠)" in text and "(+0.3, ≡)" in text  # far's forget gap shown; close's forget gap equivalent
     claims = json.loads((root / "07_report/metrics.json").read_text())["claims"]["resnet"]

@@ -119,6 +119,7 @@ def test_tost_equivalent_different_and_undecidable():
     assert S.paired_t_pvalue([0.5, -3.0, 3.0], [0, 0, 0]) > 0.05
     assert S.tost([0.1, 0.2], margin=math.nan)["equivalent"] is None  # no margin: cannot be tested
     assert S.tost([0.1], margin=1.0)["equivalent"] is None  # one seed: cannot be tested
+    assert S.tost([0.0, 0.0, 0.0], margin=0.0)["equivalent"] is None  # golds all equal: no margin, no test
     assert S.tost([0.3, 0.3, 0.3], margin=1.0)["equivalent"] is True  # sd 0 inside the margin
 
 

@@ -314,7 +314,7 @@ def agg_cell(agg: pd.DataFrame, model: str, col: str, marks: pd.DataFrame | None
     lo, hi = agg.loc[model].get(f"{col}_lo"), agg.loc[model].get(f"{col}_hi")
     if (lo is None or pd.isna(lo)) and one is not None and f"{col}_ci_lo" in one.columns and model in one.index:
         lo, hi = one.loc[model, f"{col}_ci_lo"], one.loc[model, f"{col}_ci_hi"]
-    if lo is not None and pd.notna(lo):
+    if lo is not None and pd.notna(lo) and (col == "avg_gap" or col not in NO_GAP):  # costs: mean ± std only
         s += f" [{lo:.{d}f}, {hi:.{d}f}]"
     if model != "gold" and col not in NO_GAP and pd.notna(agg.loc[model].get(f"{col}_gap", math.nan)):
         mark = ""
@@ -533,7 +533,8 @@ HOW_TO_READ = (
     "Cells: mean ± std across training seeds (sample std, ddof 1) [95 % interval: Student t across seeds; with one "
     "seed the bootstrap over rows] (mean gap to gold). **≠** = the gap is shown (its 95 % interval excludes 0); "
     "**≡** = equivalent to gold: two one-sided t-tests across >= 3 seeds against the margin stated per track; a cell "
-    "with neither mark is not shown either way (an interval that contains 0 is not \"equal\"). **group**: methods "
+    "with neither mark is not shown either way (an interval that contains 0 is not \"equal\"); both marks = a real "
+    "gap that is smaller than the margin. **group**: methods "
     "sharing a letter cannot be told apart on Avg Gap; **rank** [interval] = 1 + the methods significantly better, "
     "N - the methods significantly worse (Holm-corrected pairwise tests, the test named in the verdict). **Avg Gap** "
     "= mean |gap| over forget, retain and test accuracy and MIA-efficacy, in % (lower is better); with one seed its "

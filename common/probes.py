@@ -105,7 +105,10 @@ def relearn_figures(right: np.ndarray, gold_right: np.ndarray | None, seed: int)
 
 def linear_probe(fit_x: np.ndarray, fit_is_forget: np.ndarray, eval_x: np.ndarray, eval_is_forget: np.ndarray,
                  seed: int) -> dict:
-    """AUC (and its bootstrap interval) on the eval rows of a logistic regression fitted on the fit rows."""
+    """AUC (and its bootstrap interval) on the eval rows of a logistic regression fitted on the fit rows; NaN when
+    the fit or eval rows lack the forget class or the rest (nothing to fit or rank)."""
+    if len(set(fit_is_forget.tolist())) < 2 or len(set(eval_is_forget.tolist())) < 2:
+        return {"probe_auc": float("nan"), "probe_auc_ci": [float("nan"), float("nan")]}
     clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
     clf.fit(fit_x, fit_is_forget)
     score = clf.decision_function(eval_x)

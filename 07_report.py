@@ -53,7 +53,7 @@ from common import verdict as V
 from common.aggregate import aggregate, aggregate_curve, noise_floor
 from common.config import ReportConfig, config_dict, parse_config, print_config, resolve_device
 from common.figures import plot_accuracy, plot_budget_curve, plot_js_entropy, plot_roc, plot_training
-from common.io import atomic_path, run_main, save_json, write_manifest
+from common.io import PipelineError, atomic_path, run_main, save_json, write_manifest
 from common.log import RunLog
 
 STAGE = "07_report"
@@ -95,9 +95,16 @@ def flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
-def load_all(results: Path) -> tuple[dict, list[str]]:
+STAGE_TRACK = {"02_train_resnet": "resnet", "05_unlearn_gan": "resnet", "03_train_vit_refs": "vit",
+               "04_unlearn_vit": "vit"}
+
+
+def load_all(results: Path, tracks: tuple = ("vit", "resnet")) -> tuple[dict, list[str]]:
+    """Every stage's metrics of one tree; a stage of a track not in `tracks` is neither read nor missing."""
     found, missing = {}, []
     for stage, (what, cmd) in STAGES.items():
+        if STAGE_TRACK.get(stage, tracks[0]) not in tracks:
+            continue
         m = read_json(results / stage / "metrics.json")
         if m is None:
             missing.append(f"- **{stage}** ({what}) has no outputs: run `{cmd.format(R=results)}` "
@@ -655,9 +662,12 @@ def main() -> None:
     out = results / STAGE
     log = RunLog(out, STAGE, config_dict(cfg), cfg.wandb)
     trees = {}
+    chosen = tuple(t for t in ("vit", "resnet") if t in cfg.tracks.replace(",", " ").split())
+    if not chosen:
+        raise PipelineError(f"--tracks {cfg.tracks!r} names no track: use vit, resnet or both")
     for seed, path in seed_trees(results, cfg.seeds).items():
-        m, missing = load_all(path)
-        tables = {t: add_summaries(t, df) for t, df in track_tables(m).items()}
+        m, missing = load_all(path, chosen)
+        tables = {t: add_summaries(t, df) for t, df in track_tables(m).items() if t in chosen}
         trees[seed] = dict(path=path, m=m, missing=missing, tables=tables, curve=curve_points(m, tables),
                            repro=reproduction_tables(m, tables))
     tracks = list(dict.fromkeys(t for tree in trees.values() for t in tree["tables"]))
@@ -705,7 +715,8 @@ def main() -> None:
                "models": numeric(aggs), "reproduction": numeric(repro),
                # per track: one record per (method, budget): compute used (% of gold) and Avg Gap, mean/std over seeds
                "budget_curve": {t: c.to_dict("records") for t, c in curves.items()},
-               "missing_stages": sorted({s for t in trees.values() for s in STAGES if s not in t["m"]}),
+               "missing_stages": sorted({s for t in trees.values() for s in STAGES if s not in t["m"]
+                                         and STAGE_TRACK.get(s, chosen[0]) in chosen}),
                # per track: the tests behind the verdict (common.verdict)
                "claims": {t: claims_json(c) for t, c in cl.items()}}
     write_manifest(out, config_dict(cfg), resolve_device(cfg.device), started,

@@ -39,6 +39,8 @@ THREADS      ?= $(shell nproc 2>/dev/null || echo 1)
 #   tuning forget set is refused by 04/05 (tuned settings must not be scored on the rows they were tuned on).
 # Stages 02/03 also train `gold_2` (gold's recipe, seed + 10000): with one seed the gold-vs-gold noise floor;
 # with several, the seeds' own golds give the floor and the equivalence margin, and gold_2 checks the test.
+# TRACKS: "vit resnet" (default) | resnet | vit: the tracks `make all` runs (06 and 07 work on the tracks present)
+#   and `make tune` tunes; e.g. TRACKS=resnet skips stages 03 and 04.
 # BUDGETS: e.g. "0.05,0.1,0.2,0.5,1": also evaluate every unlearning method at each fraction of gold's cost (the
 #   trade-off curve of the report); empty = the profile's (smoke: 0.1,0.5; cpu/paper: none).
 # SETTINGS: tuned (the settings `make tune` committed in TUNED_DIR/<profile>.json, where current) | official.
@@ -146,7 +148,8 @@ $(RESULTS)/seed-%/$(S04): 04_unlearn_vit.py $(C_UNLEARN_VIT) $(TUNED_JSON) $(RES
 $(RESULTS)/seed-%/$(S05): 05_unlearn_gan.py $(C_UNLEARN) $(TUNED_JSON) $(RESULTS)/seed-%/$(S02) $(BUDGETS_STAMP) | $(VENV_STAMP)
 	$(PY) 05_unlearn_gan.py $(ARGS) $(U_ARGS)
 
-$(RESULTS)/seed-%/$(S06): 06_membership_attack.py $(C_ATTACK) $(RESULTS)/seed-%/$(S04) $(RESULTS)/seed-%/$(S05) \
+$(RESULTS)/seed-%/$(S06): 06_membership_attack.py $(C_ATTACK) $(if $(filter vit,$(TRACKS)),$(RESULTS)/seed-%/$(S04)) \
+  $(if $(filter resnet,$(TRACKS)),$(RESULTS)/seed-%/$(S05)) \
   | $(VENV_STAMP)
 	$(PY) 06_membership_attack.py $(ARGS)
 
@@ -181,7 +184,8 @@ tune: $(TUNE_DEPS) | $(VENV_STAMP)
 
 # One report over every seed tree: mean ± std across seeds, then each seed's own tables.
 $(REPORT): 07_report.py $(C_REPORT) $(SEEDS_STAMP) $(call per_seed,$(S06)) | $(VENV_STAMP)
-	$(PY) 07_report.py --profile $(PROFILE) --results $(RESULTS) --device $(DEVICE) --wandb $(WANDB) --seeds "$(TREE_IDS)"
+	$(PY) 07_report.py --profile $(PROFILE) --results $(RESULTS) --device $(DEVICE) --wandb $(WANDB) --seeds "$(TREE_IDS)" \
+	  --tracks "$(TRACKS)"
 
 # Keep every intermediate artefact (make would delete files that only pattern rules made).
 .SECONDARY:

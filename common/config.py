@@ -166,6 +166,7 @@ class AttackConfig(Common):
 class ReportConfig(Common):
     seeds: str = ""  # training seeds whose trees <results>/seed-<s>/ to aggregate ("" = every seed-* tree found,
     # or <results> itself as a single tree when there is none)
+    tracks: str = "vit resnet"  # the tracks this run made (the Makefile's TRACKS): the others' stages are not missing
 
 
 # Profile presets: only the fields that differ from the dataclass defaults.

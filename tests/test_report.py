@@ -182,3 +182,18 @@ def test_report_cautions_only_when_the_original_gold_gap_interval_contains_0(run
     _write(results / "02_train_resnet/metrics.json", m)
     assert run_stage("07_report.py", ["--profile", "smoke", "--results", str(results)])[0] == 0
     assert "**Caution:**" not in (results / "report.md").read_text()
+
+
+def test_report_on_the_resnet_track_only(run_stage, results):
+    """TRACKS=resnet (make all / make audit): the ViT stages are neither missing nor shown."""
+    code, err = run_stage("07_report.py", ["--profile", "smoke", "--results", str(results), "--tracks", "resnet"])
+    assert code == 0, err
+    text = (results / "report.md").read_text()
+    assert "03_train_vit_refs" not in text and "04_unlearn_vit**" not in text and "ViT track" not in text
+    assert "**05_unlearn_gan** (ResNet unlearning) has no outputs" in text and "ResNet track" in text
+    summary = pd.read_csv(results / "summary.csv")
+    assert set(summary.track) == {"resnet"}
+    agg = json.loads((results / "07_report/metrics.json").read_text())
+    assert agg["missing_stages"] == ["05_unlearn_gan"]
+    code, err = run_stage("07_report.py", ["--profile", "smoke", "--results", str(results), "--tracks", "cnn"])
+    assert code != 0 and "names no track" in err

@@ -1,0 +1,77 @@
+"""common.audit on hand-made cases: the logit-scaled confidence, the K-seed Gaussian audit's calibration (a "method"
+that returns the original is caught, one that returns another gold is not) and the challenge's epsilon and
+forget score at their edges (identical groups, perfect separation, a point-like group, N = 2)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from common.audit import EPSILON_CAP, challenge_epsilon, challenge_score, forget_score, gaussian_audit, logit_conf
+
+
+def test_logit_conf_matches_the_formula_and_stays_finite():
+    logits = torch.tensor([[2.0, 0.0, -1.0], [0.0, 0.0, 0.0], [200.0, 0.0, 0.0]])
+    labels = torch.tensor([0, 1, 0])
+    p = torch.softmax(logits.double(), 1)
+    want = [math.log(p[0, 0] / (1 - p[0, 0])), math.log(1 / 2)]
+    got = logit_conf(logits, labels)
+    assert got[:2] == pytest.approx(want) and got[2] == pytest.approx(200 - math.log(2))  # not +inf
+
+
+def seeds_logits(k: int, n: int, boost: float, seed: int) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """K models' logits on n forget rows: random logits per (model, row), + boost on the true class (a model that
+    memorised the rows) and a per-row difficulty shared by every model."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, 10, (n,), generator=torch.Generator().manual_seed(0))
+    difficulty = torch.randn(n, generator=torch.Generator().manual_seed(1))
+    out = []
+    for _ in range(k):
+        z = torch.randn(n, 10, generator=g)
+        z[torch.arange(n), labels] += difficulty + boost
+        out.append(z)
+    return out, labels
+
+
+def stats(models: list[torch.Tensor], labels: torch.Tensor) -> np.ndarray:
+    return np.stack([logit_conf(z, labels) for z in models])
+
+
+def test_gaussian_audit_catches_the_original_and_not_another_gold():
+    k, n = 8, 60
+    golds, labels = seeds_logits(k, n, boost=0.0, seed=10)
+    originals, _ = seeds_logits(k, n, boost=4.0, seed=20)  # trained on the forget rows: confident on them
+    other_golds, _ = seeds_logits(k, n, boost=0.0, seed=30)  # retrained without them, other seeds
+    caught = gaussian_audit(stats(originals, labels), stats(golds, labels))
+    assert caught["pooled"] is True  # K < 16
+    assert caught["mean_auc"] > 0.95 and caught["mean_accuracy"] > 0.9 and caught["share_auc_ge_0_9"] > 0.8
+    assert caught["tpr_at_1pct_fpr"] > 0.5
+    missed = gaussian_audit(stats(other_golds, labels), stats(golds, labels))
+    assert 0.35 < missed["mean_auc"] < 0.65 and 0.35 < missed["mean_accuracy"] < 0.65
+    assert missed["share_auc_ge_0_9"] < 0.15
+    assert missed["auc"].shape == (n,) and missed["scores_unlearned"].shape == (k, n)
+    with pytest.raises(ValueError):
+        gaussian_audit(np.zeros((2, 5)), np.zeros((2, 5)))
+
+
+def test_challenge_epsilon_edges():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(8)
+    assert challenge_epsilon(x, x) == 0.0  # the same values: no threshold tells them apart
+    assert challenge_epsilon(x + 100, x) == EPSILON_CAP  # perfect separation
+    assert challenge_epsilon(np.full(8, 0.3), x) == EPSILON_CAP  # a point-like group (range < 1 % of the other's)
+    shifted = challenge_epsilon(x + 1.0, x)
+    assert 0 < shifted < EPSILON_CAP
+
+
+def test_forget_score_buckets():
+    rng = np.random.default_rng(1)
+    gold = rng.standard_normal((8, 6))
+    score, eps = forget_score(gold.copy(), gold)  # an unlearner that is gold itself: every epsilon 0, 1 point each
+    assert score == pytest.approx(1.0) and np.all(eps == 0)
+    far, eps = forget_score(gold + 100, gold)  # separated on every example: epsilon at the cap, 0 points
+    assert far == 0.0 and np.all(eps == EPSILON_CAP)
+    assert forget_score(gold[:2], gold[:2])[0] == 0.0  # N = 2: no bucket fits, always 0 (as the challenge)
+    assert challenge_score(0.5, (90.0, 100.0), (40.0, 50.0)) == pytest.approx(0.5 * 0.9 * 0.8)

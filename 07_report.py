@@ -50,6 +50,7 @@ from pathlib import Path
 import pandas as pd
 
 from common import verdict as V
+from common.verdict import gap_not_significant
 from common.aggregate import aggregate, aggregate_curve, noise_floor
 from common.config import ReportConfig, config_dict, parse_config, print_config, resolve_device
 from common.figures import plot_accuracy, plot_budget_curve, plot_js_entropy, plot_roc, plot_training
@@ -176,17 +177,6 @@ def digits_for(col: str) -> int:
         return 0  # counted units and steps are whole numbers
     return 1 if col.startswith(("acc_", "relearn_")) or col in ("avg_gap", "seconds", "rte_pct_of_gold",
                                                                  "pct_of_gold") else 3
-
-
-def gap_not_significant(df: pd.DataFrame, model: str, col: str) -> bool | None:
-    """Whether the gap to gold is indistinguishable from 0: the paired gap interval contains 0 when the stage gave
-    one (accuracies); otherwise gold's value lies inside the model's own 95 % interval (attack figures)."""
-    row, gold = df.loc[model], df.loc["gold"]
-    if f"{col}_gap_ci_lo" in df.columns and pd.notna(row.get(f"{col}_gap_ci_lo")):
-        return row[f"{col}_gap_ci_lo"] <= 0 <= row[f"{col}_gap_ci_hi"]
-    if f"{col}_ci_lo" in df.columns and pd.notna(row.get(f"{col}_ci_lo")):
-        return row[f"{col}_ci_lo"] <= gold[col] <= row[f"{col}_ci_hi"]
-    return None
 
 
 def cell(df: pd.DataFrame, model: str, col: str, floor: pd.Series | None = None) -> str:
@@ -504,7 +494,7 @@ def claims(per_seed: dict, boots: dict, track: str) -> dict:
     comp = V.compare(per_seed, boots, V.methods_of(per_seed))
     mk = V.marks(per_seed, models, marked, margin)
     extra = [c for c in PAST_HEAD if c in marked]
-    lines = V.verdict(track, per_seed, comp, mk.loc[[m for m in mk.index if m in comp["means"]]], margin, cols, NAMES,
+    lines = V.verdict(per_seed, comp, mk.loc[[m for m in mk.index if m in comp["means"]]], margin, cols, NAMES,
                       extra) if "gold" in next(iter(per_seed.values())).index else ["- No gold: nothing can be claimed."]
     return dict(comp=comp, marks=mk, margin=margin, cols=cols, lines=lines,
                 calibration=V.calibration_line(per_seed, cols, margin, NAMES))

@@ -66,6 +66,18 @@ def compare(per_seed: dict, boots: dict, methods: list[str]) -> dict:
     return out
 
 
+def gap_not_significant(df: pd.DataFrame, model: str, col: str) -> bool | None:
+    """One seed's table: whether the gap to gold is indistinguishable from 0: the paired gap interval contains 0
+    when the stage gave one (accuracies); otherwise gold's value lies inside the model's own 95 % interval (attack
+    figures). None when neither interval exists."""
+    row, gold = df.loc[model], df.loc["gold"]
+    if f"{col}_gap_ci_lo" in df.columns and pd.notna(row.get(f"{col}_gap_ci_lo")):
+        return bool(row[f"{col}_gap_ci_lo"] <= 0 <= row[f"{col}_gap_ci_hi"])
+    if f"{col}_ci_lo" in df.columns and pd.notna(row.get(f"{col}_ci_lo")):
+        return bool(row[f"{col}_ci_lo"] <= gold[col] <= row[f"{col}_ci_hi"])
+    return None
+
+
 def different(per_seed: dict, model: str, col: str) -> bool | None:
     """Whether the gap to gold is shown (see the module docstring)."""
     g = gaps(per_seed, model, col)
@@ -74,12 +86,8 @@ def different(per_seed: dict, model: str, col: str) -> bool | None:
         lo, hi = t_interval(g)
         return bool(lo > 0 or hi < 0) if pd.notna(lo) else None
     if len(g) == 1:
-        df = next(df for df in per_seed.values() if model in df.index)
-        row, gold = df.loc[model], df.loc["gold"]
-        if pd.notna(row.get(f"{col}_gap_ci_lo")):
-            return bool(not (row[f"{col}_gap_ci_lo"] <= 0 <= row[f"{col}_gap_ci_hi"]))
-        if pd.notna(row.get(f"{col}_ci_lo")):
-            return bool(not (row[f"{col}_ci_lo"] <= gold[col] <= row[f"{col}_ci_hi"]))
+        ns = gap_not_significant(next(df for df in per_seed.values() if model in df.index), model, col)
+        return None if ns is None else not ns
     return None
 
 
@@ -110,7 +118,7 @@ def name_list(names: list[str]) -> str:
     return ", ".join(names) if names else "none"
 
 
-def verdict(track: str, per_seed: dict, comp: dict, mk: pd.DataFrame, margin: pd.Series, cols: list[str],
+def verdict(per_seed: dict, comp: dict, mk: pd.DataFrame, margin: pd.Series, cols: list[str],
             names: dict, extra: list[str] = ()) -> list[str]:
     """The opening sentences of one track (markdown bullet lines). `cols` = the Avg Gap figures (forget, retain,
     test, MIA), `extra` = the past-the-head figures (ViT) that may separate what the output figures do not."""

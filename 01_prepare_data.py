@@ -31,6 +31,8 @@ naming the problem and the fix, exit status 2, before anything is written.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import shutil
 import tempfile
@@ -59,8 +61,10 @@ def load_cifar10(data_dir: Path):
     archive = data_dir / "cifar-10-python.tar.gz"
     had_archive = archive.exists()
     try:
-        train = CIFAR10(str(data_dir), train=True, download=download)
-        test = CIFAR10(str(data_dir), train=False, download=False)
+        # parallel runs (make -j) that must download: one does, the others wait for it and read its files
+        with _locked(data_dir / ".cifar10-download.lock") if download else contextlib.nullcontext():
+            train = CIFAR10(str(data_dir), train=True, download=download and not folder.is_dir())
+            test = CIFAR10(str(data_dir), train=False, download=False)
     except (OSError, RuntimeError) as e:
         if download:
             if not had_archive:
@@ -80,29 +84,50 @@ def load_cifar10(data_dir: Path):
 
 
 # -------------------------------------------------------------------------------------------------- kaggle
+@contextlib.contextmanager
+def _locked(lock_file: Path):
+    """An exclusive advisory lock (flock) for the duration of the block: parallel stage-01 runs (make -j, one per
+    seed) that share a cache or data folder take turns, so the second finds the first's result instead of racing it."""
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_file, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def _extract(archive: Path, cache_dir: Path) -> Path:
-    """Extract train.7z once into cache_dir/kaggle-<sha256 prefix>/ (atomic rename); return its train/ folder."""
+    """Extract train.7z once into cache_dir/kaggle-<sha256 prefix>/ (atomic rename, under a lock); return its train/
+    folder."""
     import py7zr
 
     digest = hashlib.sha256(archive.read_bytes()).hexdigest()[:16]
     target = cache_dir / f"kaggle-{digest}"
     if (target / "train").is_dir():
         return target / "train"
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=cache_dir))
-    try:
-        with py7zr.SevenZipFile(archive, mode="r") as z:
-            names = z.getnames()
-            if not any(n == "train" or n.startswith("train/") for n in names):
-                raise PipelineError(f"{archive} holds no train/ folder: use Kaggle's CIFAR-10 train.7z")
-            z.extractall(path=tmp)
-        tmp.rename(target)
-    except PipelineError:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    except Exception as e:  # py7zr raises Bad7zFile, CrcError, DecompressionError, EOFError, lzma errors ...
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise PipelineError(f"{archive} is corrupt or truncated ({type(e).__name__}): download train.7z again") from None
+    with _locked(cache_dir / f".kaggle-{digest}.lock"):
+        if (target / "train").is_dir():  # another run extracted it while this one waited
+            return target / "train"
+        tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=cache_dir))
+        try:
+            with py7zr.SevenZipFile(archive, mode="r") as z:
+                names = z.getnames()
+                if not any(n == "train" or n.startswith("train/") for n in names):
+                    raise PipelineError(f"{archive} holds no train/ folder: use Kaggle's CIFAR-10 train.7z")
+                z.extractall(path=tmp)
+        except PipelineError:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        except Exception as e:  # py7zr raises Bad7zFile, CrcError, DecompressionError, EOFError, lzma errors ...
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise PipelineError(f"{archive} is corrupt or truncated ({type(e).__name__}): download train.7z again") from None
+        try:
+            tmp.rename(target)
+        except OSError:  # a run on another machine (no shared lock on some network filesystems) got there first
+            shutil.rmtree(tmp, ignore_errors=True)
+            if not (target / "train").is_dir():
+                raise
     return target / "train"
 
 

@@ -49,11 +49,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from common import audit_report as AR
 from common import verdict as V
 from common.verdict import gap_not_significant
 from common.aggregate import aggregate, aggregate_curve, noise_floor
 from common.config import ReportConfig, config_dict, parse_config, print_config, resolve_device
-from common.figures import plot_accuracy, plot_budget_curve, plot_js_entropy, plot_roc, plot_training
+from common.figures import (plot_accuracy, plot_audit_auc, plot_audit_exposure, plot_budget_curve, plot_js_entropy,
+                            plot_roc, plot_training)
 from common.io import PipelineError, atomic_path, run_main, save_json, write_manifest
 from common.log import RunLog
 
@@ -545,7 +547,33 @@ HOW_TO_READ = (
     "natural-log base (reference A's unit, range [0, 0.833]).")
 
 
-def build_report(trees: dict, aggs: dict, floors: dict, repro: dict, figs: dict, results: Path, cl: dict) -> str:
+# the population attacks behind "like gold" in the audit: MIA-efficacy and stage 06's forget-row attack AUCs
+POPULATION_ATTACKS = ["attack_mia_efficacy", "attack_loss_forget_auc", "attack_calibrated_forget_auc"]
+
+
+def run_audit(trees: dict, cfg, out: Path, results: Path) -> tuple[list[str], dict, dict]:
+    """The per-example audit over every tree (common.audit_report): its report lines, figures and metrics; writes
+    results/audit.csv (per model) and 07_report/audit_examples.csv (per forget example)."""
+    inputs = AR.load({s: t["path"] for s, t in trees.items()})
+    df, examples = AR.run(inputs, cfg.audit_boot, cfg.audit_permutations, cfg.seed)
+    per_seed = {s: t["tables"]["resnet"] for s, t in trees.items() if "resnet" in t["tables"]}
+    cols = [c for c in POPULATION_ATTACKS if any(c in d.columns for d in per_seed.values())]
+    like_gold = {m: bool(cols) and not any(V.yes(V.different(per_seed, m, c)) for c in cols) for m in df["model"]}
+    with atomic_path(results / "audit.csv") as tmp:
+        df.to_csv(tmp, index=False)
+    with atomic_path(out / "audit_examples.csv") as tmp:
+        examples.to_csv(tmp, index=False)
+    figs = {"Per-example audit: histogram of per-example AUC per model (0.5 = indistinguishable from gold)":
+            plot_audit_auc(examples, out),
+            "Per-example audit: attack accuracy against the original-vs-gold gap of each forget example":
+            plot_audit_exposure(examples, out)}
+    metrics = dict(trees=inputs["trees"], not_audited=inputs["missing"], population_like_gold=like_gold,
+                   models={r["model"]: {k: v for k, v in r.items() if k != "model"} for r in df.to_dict("records")})
+    return AR.section(df, inputs, like_gold, cfg.audit_permutations), figs, metrics
+
+
+def build_report(trees: dict, aggs: dict, floors: dict, repro: dict, figs: dict, results: Path, cl: dict,
+                 audit: list[str] = ()) -> str:
     """report.md: header, missing stages, the verdict per track (from the tests), how to read, the summary over
     seeds (per track: the main table with groups and ranks, ViT's extra and past-the-head figures, attacks, the
     reproduction, settings), a link to the per-seed tables, the figures."""
@@ -567,6 +595,7 @@ def build_report(trees: dict, aggs: dict, floors: dict, repro: dict, figs: dict,
         lines += [f"**{TITLES[track]}**", ""] + cl[track]["lines"] + [""]
         if cl[track]["calibration"]:
             lines += [cl[track]["calibration"], ""]
+    lines += list(audit)
     lines += [HOW_TO_READ, "", f"## Summary over {len(seeds)} training seed{'s' if len(seeds) > 1 else ''} "
               f"({', '.join(seeds)})", ""]
     per_track = {track: {s: t["tables"][track] for s, t in trees.items() if track in t["tables"]} for track in aggs}
@@ -685,9 +714,16 @@ def main() -> None:
             "Jensen-Shannon distance to gold and entropy (ViT, first seed)": plot_js_entropy(first["tables"], out),
             "Membership-inference ROC curves (log-log, first seed)": plot_roc(first["m"]["roc"], out),
             "Training curves (first seed)": plot_training(first["m"], out)}
+    audit_lines, audit_metrics = [], None
+    if cfg.audit:
+        audit_lines, audit_figs, audit_metrics = run_audit(trees, cfg, out, results)
+        figs.update(audit_figs)
+    else:  # a re-run without the audit leaves no stale audit behind
+        for stale in (results / "audit.csv", out / "audit_examples.csv", out / "audit_auc.png", out / "audit_exposure.png"):
+            stale.unlink(missing_ok=True)
     with atomic_path(results / "summary.csv") as tmp:
         summary.to_csv(tmp, index=False)
-    report = build_report(trees, aggs, floors, repro, figs, results, cl)
+    report = build_report(trees, aggs, floors, repro, figs, results, cl, audit_lines)
     with atomic_path(out / "per_seed.md") as tmp:
         tmp.write_text(per_seed_report(trees, floors))
     log.log("report", seeds=len(trees), models=len(summary), missing_stages=sum(len(t["missing"]) for t in trees.values()))
@@ -709,9 +745,12 @@ def main() -> None:
                                          and STAGE_TRACK.get(s, chosen[0]) in chosen}),
                # per track: the tests behind the verdict (common.verdict)
                "claims": {t: claims_json(c) for t, c in cl.items()}}
+    if audit_metrics is not None:  # the per-example audit (make audit): per model, every figure and interval
+        metrics["audit"] = audit_metrics
     write_manifest(out, config_dict(cfg), resolve_device(cfg.device), started,
                    [t["path"] / s / "metrics.json" for t in trees.values() for s in STAGES],
-                   [results / "summary.csv", out / "per_seed.md"] + [p for p in figs.values() if p is not None])
+                   [results / "summary.csv", out / "per_seed.md"] + [p for p in figs.values() if p is not None] +
+                   ([results / "audit.csv", out / "audit_examples.csv"] if cfg.audit else []))
     log.close()
     save_json(metrics, out / "metrics.json")
     with atomic_path(results / "report.md") as tmp:  # the Make target: written last

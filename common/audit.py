@@ -1,5 +1,5 @@
-"""Per-example evidence over K seed trees of the sample-wise track (issue 17's audit; groundwork: not yet wired into
-the Makefile or stage 07). Inputs are per-example statistics of K unlearned models and K golds, one per training
+"""Per-example evidence over K seed trees of the sample-wise track (the numbers of stage 07's audit, `make audit`; the
+trees are read by common/audit_report.py). Inputs are per-example statistics of K unlearned models and K golds, one per training
 seed of the same split (the forget rows are the same in every tree), as [K, n] arrays.
 
 - `logit_conf`: the logit-scaled confidence log p_y - log(1 - p_y) (LiRA's statistic, the challenge's too),
@@ -18,6 +18,13 @@ seed of the same split (the forget rows are the same in every tree), as [K, n] a
   FPR) - log FNR, log(1 - delta - FNR) - log FPR), clipped at 0; thresholds where exactly one of FPR, FNR is 0 are
   dropped; perfect separation, or one group's range below 1 % of the other's, gives the cap 50. Buckets 0.5 wide up
   to ceil(ln(N - 1)) are worth 1, 1/2, 1/4, ...; forget score = mean points per example (coarse below N = 16).
+- `permutation_floor`: the Gaussian audit's mean AUC when the 2K models' labels (unlearned / gold) are shuffled:
+  what the attack scores on nothing (leaving a model out of its own group's fit biases it below 0.5), and the
+  permutation p-value of the observed mean AUC.
+- `rmia_offline`: offline RMIA (Zarifzadeh et al., ICML 2024; after privacytrustlab/ml_privacy_meter
+  `modules/mia/attacks/rmia.py`): p(x | target) / p(x), p(x) = (1 + a) / 2 x mean over OUT reference models +
+  (1 - a) / 2, scored as the share of population rows z with ratio(x) / ratio(z) > 1 (gamma = 1, the library's).
+- `column_bootstrap`: intervals over examples (rows) for every summary above.
 """
 from __future__ import annotations
 
@@ -25,12 +32,14 @@ import math
 
 import numpy as np
 import torch
-from sklearn.metrics import roc_auc_score
+from scipy.stats import rankdata
+from sklearn.metrics import roc_curve
 
 DELTA = 1e-5
 EPSILON_CAP = 50.0
 THRESHOLDS_PER_UNIT = 100  # the challenge's threshold grid density (per unit of the statistic)
 POOL_BELOW = 16  # K below which per-example variances are pooled
+RMIA_A = 0.3  # offline RMIA's a (ml_privacy_meter's default; its tuning needs paired reference models we lack)
 
 
 def logit_conf(logits: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
@@ -66,17 +75,113 @@ def gaussian_audit(unlearned: np.ndarray, gold: np.ndarray, pooled: bool | None 
         var_u, var_g = np.maximum(var_u, 1e-12), np.maximum(var_g, 1e-12)
         for s, x in ((s_u, u[i]), (s_g, g[i])):
             s[i] = _log_normal(x, mu_u, var_u) - _log_normal(x, mu_g, var_g)
-    y = np.r_[np.ones(k), np.zeros(k)]
-    auc = np.array([roc_auc_score(y, np.r_[s_u[:, j], s_g[:, j]]) for j in range(n)])
+    auc = column_auc(s_u, s_g)
     accuracy = ((s_u > 0).sum(0) + (s_g <= 0).sum(0)) / (2 * k)
-    scores, labels = np.r_[s_u.ravel(), s_g.ravel()], np.r_[np.ones(k * n), np.zeros(k * n)]
-    order = np.argsort(-scores, kind="stable")
-    fpr = np.cumsum(labels[order] == 0) / max((labels == 0).sum(), 1)
-    tpr = np.cumsum(labels[order] == 1) / max((labels == 1).sum(), 1)
     return dict(auc=auc, accuracy=accuracy, scores_unlearned=s_u, scores_gold=s_g, pooled=pooled,
-                mean_accuracy=float(accuracy.mean()), mean_auc=float(auc.mean()),
-                share_auc_ge_0_9=float((auc >= 0.9).mean()),
-                tpr_at_1pct_fpr=float(tpr[fpr <= 0.01].max(initial=0.0)))
+                **summaries(auc, accuracy, s_u, s_g))
+
+
+def column_auc(pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
+    """Per column (example), the AUC of pos [K, n] against neg [M, n] scores (Mann-Whitney U, ties count 1/2)."""
+    k, m = len(pos), len(neg)
+    ranks = rankdata(np.r_[pos, neg], axis=0)
+    return (ranks[:k].sum(0) - k * (k + 1) / 2) / (k * m)
+
+
+def tpr_at_fpr(pos: np.ndarray, neg: np.ndarray, fpr: float = 0.01) -> float:
+    """TPR at the largest ROC point with FPR <= fpr, pooling every (model, example) score."""
+    f, t, _ = roc_curve(np.r_[np.ones(pos.size), np.zeros(neg.size)], np.r_[pos.ravel(), neg.ravel()])
+    return float(t[f <= fpr].max(initial=0.0))
+
+
+def summaries(auc, accuracy, s_u, s_g) -> dict:
+    """The audit's headline figures from per-example AUC / accuracy and the held-out [K, n] scores."""
+    return dict(mean_accuracy=float(np.mean(accuracy)), mean_auc=float(np.mean(auc)),
+                share_auc_ge_0_9=float(np.mean(np.asarray(auc) >= 0.9)), tpr_at_1pct_fpr=tpr_at_fpr(s_u, s_g))
+
+
+def column_bootstrap(res: dict, n_boot: int, seed: int, level: float = 0.95) -> dict:
+    """Percentile intervals over resampled examples (columns) for every figure of `summaries`: {key: [lo, hi]}."""
+    n = len(res["auc"])
+    rng = np.random.default_rng(seed)
+    reps = {k: np.empty(n_boot) for k in ("mean_accuracy", "mean_auc", "share_auc_ge_0_9", "tpr_at_1pct_fpr")}
+    for b in range(n_boot):
+        j = rng.integers(0, n, n)
+        r = summaries(res["auc"][j], res["accuracy"][j], res["scores_unlearned"][:, j], res["scores_gold"][:, j])
+        for key in reps:
+            reps[key][b] = r[key]
+    q = [(1 - level) / 2 * 100, (1 + level) / 2 * 100]
+    return {key: [float(v) for v in np.percentile(r, q)] for key, r in reps.items()}
+
+
+def permutation_floor(unlearned: np.ndarray, gold: np.ndarray, n_perm: int, seed: int,
+                      observed: float | None = None) -> dict:
+    """The Gaussian audit's mean AUC when the 2K models are split into two groups of K at random (each model keeps
+    all its examples): mean and 95th percentile over n_perm shuffles, and the one-sided permutation p-value
+    (1 + #shuffles >= observed) / (1 + n_perm) of the observed mean AUC."""
+    both = np.r_[np.asarray(unlearned, float), np.asarray(gold, float)]
+    k = len(unlearned)
+    rng = np.random.default_rng(seed)
+    null = np.empty(n_perm)
+    for i in range(n_perm):
+        order = rng.permutation(2 * k)
+        null[i] = gaussian_mean_auc(both[order[:k]], both[order[k:]])
+    obs = gaussian_mean_auc(unlearned, gold) if observed is None else observed
+    return dict(mean=float(null.mean()), q95=float(np.quantile(null, 0.95)), n=n_perm,
+                p=float((1 + (null >= obs - 1e-12).sum()) / (1 + n_perm)))
+
+
+def gaussian_mean_auc(unlearned: np.ndarray, gold: np.ndarray) -> float:
+    return float(gaussian_audit(unlearned, gold)["auc"].mean())
+
+
+def true_class_prob(logits: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
+    return torch.softmax(logits.double(), 1).gather(1, labels.view(-1, 1)).squeeze(1).numpy()
+
+
+def rmia_offline(target_x: np.ndarray, ref_x: np.ndarray, target_z: np.ndarray, ref_z: np.ndarray,
+                 a: float = RMIA_A) -> np.ndarray:
+    """Offline RMIA scores of one target model on rows x: target_x [n] and ref_x [R, n] are the true-class
+    probabilities of the target and of R OUT reference models on x, target_z [m] / ref_z [R, m] the same on the
+    population rows z. Score(x) = share of z with (p(x|t) / p(x)) / (p(z|t) / p(z)) > 1, p(.) = (1 + a) / 2 x
+    mean over references + (1 - a) / 2. Larger = more likely a member (here: not unlearned)."""
+    px = (1 + a) / 2 * np.mean(ref_x, 0) + (1 - a) / 2
+    pz = (1 + a) / 2 * np.mean(ref_z, 0) + (1 - a) / 2
+    ratio_x, ratio_z = np.asarray(target_x) / px, np.sort(np.asarray(target_z) / pz)
+    # share of z with ratio_z < ratio_x, by binary search (m log m, not the n x m matrix)
+    return np.searchsorted(ratio_z, ratio_x, side="left") / len(ratio_z)
+
+
+def rmia_audit(unlearned_x: np.ndarray, gold_x: np.ndarray, unlearned_z: np.ndarray, gold_z: np.ndarray,
+               a: float = RMIA_A) -> dict:
+    """Offline RMIA over K seed trees: every unlearned model and every gold is a target in turn, the golds of the
+    other K - 1 trees its OUT references (none trained on the forget rows x; nor on the population rows z). Inputs
+    are true-class probabilities [K, n] on x and [K, m] on z. Returns the [K, n] scores of both groups and the
+    pooled AUC / TPR at 1 % FPR (unlearned = positive: the attacker calls a row still learned)."""
+    k = len(gold_x)
+    s_u, s_g = np.empty(np.shape(unlearned_x)), np.empty(np.shape(gold_x))
+    for i in range(k):
+        ref_x, ref_z = np.delete(gold_x, i, 0), np.delete(gold_z, i, 0)
+        s_u[i] = rmia_offline(unlearned_x[i], ref_x, unlearned_z[i], ref_z, a)
+        s_g[i] = rmia_offline(gold_x[i], ref_x, gold_z[i], ref_z, a)
+    return dict(scores_unlearned=s_u, scores_gold=s_g, **pooled_auc(s_u, s_g))
+
+
+def pooled_auc(s_u: np.ndarray, s_g: np.ndarray) -> dict:
+    labels = np.r_[np.ones(s_u.size), np.zeros(s_g.size)]
+    f, t, _ = roc_curve(labels, np.r_[s_u.ravel(), s_g.ravel()])
+    return dict(auc=float(np.trapezoid(t, f)), tpr_at_1pct_fpr=float(t[f <= 0.01].max(initial=0.0)))
+
+
+def pooled_bootstrap(s_u: np.ndarray, s_g: np.ndarray, n_boot: int, seed: int, level: float = 0.95) -> dict:
+    """Percentile intervals of pooled AUC and TPR at 1 % FPR over resampled examples (columns of both groups)."""
+    rng = np.random.default_rng(seed)
+    n = s_u.shape[1]
+    reps = np.array([list(pooled_auc(s_u[:, j], s_g[:, j]).values()) for j in
+                     (rng.integers(0, n, n) for _ in range(n_boot))])
+    q = [(1 - level) / 2 * 100, (1 + level) / 2 * 100]
+    return {"auc": [float(v) for v in np.percentile(reps[:, 0], q)],
+            "tpr_at_1pct_fpr": [float(v) for v in np.percentile(reps[:, 1], q)]}
 
 
 # ------------------------------------------------------------------------------------- the challenge's score
@@ -128,13 +233,20 @@ def forget_score(unlearned: np.ndarray, gold: np.ndarray) -> tuple[float, np.nda
     gold_pos = np.median(g, 0) > np.median(u, 0)
     eps = np.array([challenge_epsilon(g[:, j], u[:, j]) if gold_pos[j] else challenge_epsilon(u[:, j], g[:, j])
                     for j in range(u.shape[1])])
-    top = math.ceil(math.log(u.shape[0] - 1)) if u.shape[0] > 1 else 0
+    points = forget_points(eps, u.shape[0])
+    return float(points.mean()), eps
+
+
+def forget_points(eps: np.ndarray, n_models: int) -> np.ndarray:
+    """Each example's points from its epsilon: buckets [0, 0.5), [0.5, 1), ... below ceil(ln(N - 1)) are worth 1,
+    1/2, 1/4, ...; an epsilon past the last bucket scores 0."""
+    top = math.ceil(math.log(n_models - 1)) if n_models > 1 else 0
     starts = np.arange(0, top - 0.5 + 1e-9, 0.5)  # buckets [s, s + 0.5) that fit below the top
     points = np.zeros(len(eps))
     for i, e in enumerate(eps):
         hit = np.flatnonzero(e < starts + 0.5)
         points[i] = 0.5 ** hit[0] if len(hit) else 0.0
-    return float(points.mean()), eps
+    return points
 
 
 def challenge_score(forget: float, retain_acc: tuple[float, float], test_acc: tuple[float, float]) -> float:

@@ -167,6 +167,11 @@ class ReportConfig(Common):
     seeds: str = ""  # training seeds whose trees <results>/seed-<s>/ to aggregate ("" = every seed-* tree found,
     # or <results> itself as a single tree when there is none)
     tracks: str = "vit resnet"  # the tracks this run made (the Makefile's TRACKS): the others' stages are not missing
+    # the per-example audit over the trees (`make audit K=8`, common.audit_report): sample-wise track, >= 3 trees
+    # of one split; its intervals resample the forget examples (audit_boot times), its floor relabels the models
+    audit: bool = False
+    audit_boot: int = 1000
+    audit_permutations: int = 1000  # the smallest permutation p is 1 / (1 + this); Holm over 13 methods needs ~1000
 
 
 # Profile presets: only the fields that differ from the dataclass defaults.
@@ -229,7 +234,7 @@ PRESETS: dict[type, dict[str, dict]] = {
     },
     AttackConfig: {"smoke": dict(), "cpu": dict(), "paper": dict()},
     TuneConfig: {"smoke": dict(retain_rows=100, forget_rows=100, budget=0.5), "cpu": dict(), "paper": dict()},
-    ReportConfig: {"smoke": dict(), "cpu": dict(), "paper": dict()},
+    ReportConfig: {"smoke": dict(audit_boot=100, audit_permutations=100), "cpu": dict(), "paper": dict()},
 }
 
 

@@ -12,6 +12,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogFormatter  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
@@ -156,3 +157,35 @@ def plot_training(m: dict, out: Path) -> Path | None:
     save_figure(g.figure, out / "training_curves.png")
     plt.close(g.figure)
     return out / "training_curves.png"
+
+
+def plot_audit_auc(examples: pd.DataFrame, out: Path) -> Path | None:
+    """The audit: a histogram of per-example Gaussian-test AUC per model (0.5 = the attacker cannot tell the model
+    from gold on that example; 1 = always can)."""
+    if examples is None or not len(examples):
+        return None
+    g = sns.displot(data=examples, x="auc", col="model", col_wrap=5, bins=np.linspace(0, 1, 21), height=1.9,
+                    aspect=1.2, facet_kws=dict(sharey=False))
+    g.set_titles("{col_name}", size=8)
+    g.set_axis_labels("per-example AUC", "examples")
+    for ax in g.axes.flat:
+        ax.axvline(0.5, c="grey", lw=0.8, ls=":")
+    save_figure(g.figure, out / "audit_auc.png")
+    plt.close(g.figure)
+    return out / "audit_auc.png"
+
+
+def plot_audit_exposure(examples: pd.DataFrame, out: Path) -> Path | None:
+    """The audit: per-example attack accuracy against how much the original knew the example (its mean logit-scaled
+    confidence minus gold's, over the seeds): which examples stay exposed after unlearning."""
+    if examples is None or not len(examples):
+        return None
+    g = sns.relplot(data=examples, x="original_gold_gap", y="accuracy", col="model", col_wrap=5, height=1.9,
+                    aspect=1.2, s=6, alpha=0.5, linewidth=0)
+    g.set_titles("{col_name}", size=8)
+    g.set_axis_labels("original - gold confidence (logit)", "attack accuracy")
+    for ax in g.axes.flat:
+        ax.axhline(0.5, c="grey", lw=0.8, ls=":")
+    save_figure(g.figure, out / "audit_exposure.png")
+    plt.close(g.figure)
+    return out / "audit_exposure.png"

@@ -157,16 +157,17 @@ def git_state() -> dict:
 
 
 def library_versions() -> dict:
+    """Installed versions from the package metadata: importing timm only to read its version cost a stage 5-10 s."""
+    from importlib import metadata
+
     out = {"python": platform.python_version()}
-    for name in ("torch", "torchvision", "timm", "numpy", "sklearn", "scipy"):
+    for name, dist in (("torch", "torch"), ("torchvision", "torchvision"), ("timm", "timm"), ("numpy", "numpy"),
+                       ("sklearn", "scikit-learn"), ("scipy", "scipy")):
         mod = sys.modules.get(name)
-        if mod is None:
-            try:
-                mod = __import__(name)
-            except Exception:  # an optional library that is not installed or fails to import
-                out[name] = None
-                continue
-        out[name] = getattr(mod, "__version__", None)
+        try:
+            out[name] = getattr(mod, "__version__", None) if mod is not None else metadata.version(dist)
+        except metadata.PackageNotFoundError:  # an optional library that is not installed
+            out[name] = None
     return out
 
 
@@ -184,8 +185,19 @@ def _file_entry(p) -> dict:
     return {"path": str(p), "bytes": p.stat().st_size if p.is_file() else None, "sha256": sha256(p)}
 
 
+def launch_info() -> dict:
+    """Where a stage ran: host name, THREADS, and the SLURM job / step / node when a LAUNCH prefix (srun) placed it."""
+    import socket
+
+    slurm = {k.removeprefix("SLURM_").lower(): os.environ[k] for k in
+             ("SLURM_JOB_ID", "SLURM_STEP_ID", "SLURM_JOB_NODELIST", "SLURMD_NODENAME", "SLURM_CPUS_PER_TASK")
+             if k in os.environ}
+    return dict(hostname=socket.gethostname(), threads=os.environ.get("THREADS"), **({"slurm": slurm} if slurm else {}))
+
+
 def write_manifest(out_dir, config: dict, device: str, started: float, inputs: list, outputs: list, **extra) -> None:
-    """manifest.json: resolved config, seed, git state, versions, device, wall time, input and output files."""
+    """manifest.json: resolved config, seed, git state, versions, device, wall time, where it ran (host, threads,
+    the SLURM job when launched through srun), input and output files."""
     manifest = dict(
         config=config,
         seed=config.get("seed"),
@@ -194,6 +206,7 @@ def write_manifest(out_dir, config: dict, device: str, started: float, inputs: l
         device=device_info(device),
         wall_seconds=round(time.time() - started, 3),
         finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        host=launch_info(),
         inputs=[_file_entry(p) for p in inputs if Path(p).exists()],
         outputs=[_file_entry(p) for p in outputs if Path(p).exists()],
         **extra,

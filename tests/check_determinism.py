@@ -1,13 +1,14 @@
-"""Determinism check after the smoke pipeline (usage: check_determinism.py TREE [METHODS]): re-run stage 05 on a copy
-of a finished seed tree while another process keeps every core busy, and compare its metrics.json with the first
-run's. Every field must be identical except wall times (`seconds`): the budget is counted work, so machine load
-cannot move a number. Exit status 1 with one line per differing field."""
+"""Determinism check after the smoke pipeline (usage: check_determinism.py TREE [METHODS]): re-run stages 01, 02 and 05
+(05 on METHODS) of a finished seed tree into a copy, one stage after another, while other processes keep every core
+busy, and compare each stage's metrics.json with the tree's. `make test` builds the trees with `make -j2` (two seeds'
+stages at once, THREADS=1), so this also checks that parallel make gives the metrics of a serial run. Every field
+must be identical except wall times (`seconds`): budgets are counted work, so machine load cannot move a number.
+Stage 01 extracts the data into a fresh cache folder. Exit status 1 with one line per differing field."""
 from __future__ import annotations
 
 import json
 import multiprocessing as mp
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -15,6 +16,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 STAGE = "05_unlearn_gan"
+STAGES = ("01_prepare_data", "02_train_resnet", STAGE)
 # BatchNorm in train mode, the GAN's random streams, a teacher and a laid-out schedule, an indivisible pass
 DEFAULT_METHODS = "gan,scrub,ssd"
 WALL_TIME_KEYS = {"seconds"}
@@ -48,37 +50,51 @@ def diff(a, b, path="") -> list[str]:
     return [] if a == b else [f"{path}: {a!r} vs {b!r}"]
 
 
+def commands(tree: Path, copy: Path, cache: Path, methods: str) -> dict[str, list[str]]:
+    """The Makefile's recipes for stages 01, 02 and 05, with the settings each stage's manifest recorded."""
+    conf = {s: json.loads((tree / s / "manifest.json").read_text())["config"] for s in STAGES}
+    budgets = json.loads((tree / STAGE / "metrics.json").read_text())["budgets"]
+
+    def base(stage: str) -> list[str]:
+        c = conf[stage]
+        return [sys.executable, str(REPO / f"{stage}.py"), "--profile", c["profile"], "--results", str(copy),
+                "--device", c["device"], "--seed", str(c["seed"]), "--wandb", "0"]
+    c1, c2, c5 = (conf[s] for s in STAGES)
+    return {"01_prepare_data": base("01_prepare_data") + [
+                "--source", c1["source"], "--data-dir", c1["data_dir"], "--cache-dir", str(cache),
+                "--forget-class", str(c1["forget_class"]), "--split-seed", str(c1["split_seed"])],
+            "02_train_resnet": base("02_train_resnet") + ["--noise-gold", str(c2["noise_gold"]).lower()],
+            STAGE: base(STAGE) + ["--settings", c5["settings"], "--tuned-dir", c5["tuned_dir"], "--methods", methods,
+                                  "--budgets", ",".join(str(b) for b in budgets)]}
+
+
 def main(tree: Path, methods: str) -> int:
-    first = json.loads((tree / STAGE / "metrics.json").read_text())
-    profile = first["profile"]
+    found, names = [], methods.split(",")
     with tempfile.TemporaryDirectory() as tmp:
-        copy = Path(tmp) / "tree"
-        for stage in ("01_prepare_data", "02_train_resnet"):
-            shutil.copytree(tree / stage, copy / stage)
-        loaders = [mp.Process(target=busy, args=(600.0,), daemon=True) for _ in range(os.cpu_count() or 1)]
+        copy, cache = Path(tmp) / "tree", Path(tmp) / "cache"
+        loaders = [mp.Process(target=busy, args=(900.0,), daemon=True) for _ in range(os.cpu_count() or 1)]
         for p in loaders:
             p.start()
         try:
-            ran = json.loads((tree / STAGE / "manifest.json").read_text())["config"]  # the same settings source
-            cmd = [sys.executable, str(REPO / f"{STAGE}.py"), "--profile", profile, "--results", str(copy),
-                   "--device", first["device"], "--seed", str(ran["seed"]), "--settings", ran["settings"],
-                   "--tuned-dir", ran["tuned_dir"], "--methods", methods,
-                   "--budgets", ",".join(str(b) for b in first["budgets"])]
-            run = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+            for stage, cmd in commands(tree, copy, cache, methods).items():
+                run = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+                if run.returncode != 0:
+                    print(f"determinism check: the re-run of {stage} failed: {run.stderr.strip().splitlines()[-1:]}")
+                    return 1
+                first = json.loads((tree / stage / "metrics.json").read_text())
+                second = json.loads((copy / stage / "metrics.json").read_text())
+                if stage == STAGE:  # only the re-run methods
+                    pick = lambda m: {k: {n: m[k][n] for n in names} for k in ("models", "curve")}  # noqa: E731
+                    first, second = pick(first), pick(second)
+                found += [f"{stage}{d}" for d in diff(first, second)]
         finally:
             for p in loaders:
                 p.terminate()
-        if run.returncode != 0:
-            print(f"determinism check: the re-run failed: {run.stderr.strip().splitlines()[-1:]}")
-            return 1
-        second = json.loads((copy / STAGE / "metrics.json").read_text())
-    names = methods.split(",")
-    pick = lambda m: {k: {n: m[k][n] for n in names} for k in ("models", "curve")}  # noqa: E731
-    found = diff(pick(first), pick(second))
     for line in found[:20]:
         print(f"determinism check: {line}")
-    print(f"determinism check: {'FAILED' if found else 'ok'}: stage {STAGE} re-run under load, methods {methods}, "
-          f"{len(found)} differing field(s) (wall times excluded)")
+    print(f"determinism check: {'FAILED' if found else 'ok'}: stages {', '.join(STAGES)} re-run one at a time under "
+          f"load (05: methods {methods}) against the make -j2 tree, {len(found)} differing field(s) (wall times "
+          "excluded)")
     return 1 if found else 0
 
 

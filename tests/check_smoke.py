@@ -4,7 +4,10 @@ manifest and metrics; the aggregate report opens with a verdict, then a summary 
 one row per seed in summary.csv, with finite headline figures (Avg Gap's row-bootstrap interval, ViT's relearn and
 probe figures among them; a model marked diverged is exempt). With --tuned DIR (the smoke tuning run's settings): every tuned study
 counted its trials, and stages 04 / 05 ran each tuned method at its tuned settings, the others at their official
-defaults, and the report says which. Exit status 1 with one line per problem."""
+defaults, and the report says which. With --audit (after `make audit K=...`, usage: check_smoke.py --audit RESULTS SEED
+...): results/audit.csv has one row per audited model (the calibration rows original and gold_2, every stage-05
+method) over all K trees, with finite figures inside their intervals; the report's audit section, 07's metrics and
+figures are there. Exit status 1 with one line per problem."""
 from __future__ import annotations
 
 import json
@@ -102,8 +105,50 @@ def tuning_problems(results: Path, seeds: list[str], tuned_dir: Path) -> list[st
     return out
 
 
+AUDIT_FIGURES = ("mean_auc", "mean_accuracy", "share_auc_ge_0_9", "tpr_at_1pct_fpr", "retain_mean_auc", "forget_score",
+                 "rmia_auc")
+
+
+def audit_problems(results: Path, seeds: list[str]) -> list[str]:
+    out, csv = [], results / "audit.csv"
+    if not csv.is_file():
+        return [f"no {csv}"]
+    df = pd.read_csv(csv).set_index("model")
+    methods = {p.stem for p in (results / f"seed-{seeds[0]}" / "05_unlearn_gan" / "logits").glob("*.pt")}
+    for m in sorted({"original", "gold_2"} | methods):
+        if m not in df.index:
+            out.append(f"audit.csv has no row for {m}")
+            continue
+        r = df.loc[m]
+        if int(r["K"]) != len(seeds):
+            out.append(f"audit.csv {m}: K = {r['K']}, expected {len(seeds)} trees")
+        for f in AUDIT_FIGURES:
+            v, lo, hi = r[f], r[f"{f}_ci_lo"], r[f"{f}_ci_hi"]
+            if not all(math.isfinite(x) for x in (v, lo, hi)) or not lo - 1e-9 <= v <= hi + 1e-9:
+                out.append(f"audit.csv {m}: {f} = {v} outside or without its interval [{lo}, {hi}]")
+        if not 0 < r["perm_p"] <= 1:
+            out.append(f"audit.csv {m}: permutation p {r['perm_p']}")
+    text = (results / "report.md").read_text() if (results / "report.md").is_file() else ""
+    for want in (f"## Per-example audit: sample-wise track, K = {len(seeds)}", "**Calibration**", "gold_2 (calibration)"):
+        if want not in text:
+            out.append(f"report.md lacks {want!r}")
+    metrics = json.loads((results / "07_report" / "metrics.json").read_text())
+    if set(metrics.get("audit", {}).get("models", {})) != set(df.index):
+        out.append("07_report/metrics.json's audit does not list the models of audit.csv")
+    for f in ("audit_auc.png", "audit_exposure.png", "audit_examples.csv"):
+        if not (results / "07_report" / f).is_file():
+            out.append(f"no 07_report/{f}")
+    return out
+
+
 if __name__ == "__main__":
     args = sys.argv[1:]
+    if args and args[0] == "--audit":
+        found = audit_problems(Path(args[1]), args[2:])
+        for line in found:
+            print(f"audit check: {line}")
+        print(f"audit check: {'FAILED' if found else 'ok'} ({len(found)} problem(s))")
+        sys.exit(1 if found else 0)
     tuned = None
     if "--tuned" in args:
         i = args.index("--tuned")

@@ -75,3 +75,54 @@ def test_forget_score_buckets():
     assert far == 0.0 and np.all(eps == EPSILON_CAP)
     assert forget_score(gold[:2], gold[:2])[0] == 0.0  # N = 2: no bucket fits, always 0 (as the challenge)
     assert challenge_score(0.5, (90.0, 100.0), (40.0, 50.0)) == pytest.approx(0.5 * 0.9 * 0.8)
+
+
+def test_column_auc_matches_sklearn_and_tpr_at_fpr():
+    from sklearn.metrics import roc_auc_score
+
+    from common.audit import column_auc, tpr_at_fpr
+    rng = np.random.default_rng(3)
+    pos, neg = rng.standard_normal((8, 5)) + 0.5, rng.standard_normal((8, 5))
+    pos[:, 4] = neg[:, 4] = 1.0  # all tied: 0.5
+    want = [roc_auc_score(np.r_[np.ones(8), np.zeros(8)], np.r_[pos[:, j], neg[:, j]]) for j in range(5)]
+    assert column_auc(pos, neg) == pytest.approx(want) and column_auc(pos, neg)[4] == 0.5
+    assert tpr_at_fpr(np.full((4, 10), 2.0), np.zeros((4, 10))) == 1.0  # separated: every positive above the negatives
+    assert tpr_at_fpr(np.zeros((4, 10)), np.ones((4, 10))) == 0.0
+
+
+def test_permutation_floor_and_bootstrap_separate_the_original_from_another_gold():
+    from common.audit import column_bootstrap, permutation_floor
+    k, n = 8, 40
+    golds, labels = seeds_logits(k, n, boost=0.0, seed=10)
+    originals, _ = seeds_logits(k, n, boost=4.0, seed=20)
+    other, _ = seeds_logits(k, n, boost=0.0, seed=30)
+    g, o, x = stats(golds, labels), stats(originals, labels), stats(other, labels)
+    caught, missed = permutation_floor(o, g, 300, 0), permutation_floor(x, g, 300, 0)
+    assert caught["p"] <= 2 / 301 and missed["p"] > 0.05  # the original's mean AUC beats every relabelling
+    assert caught["mean"] < 0.6 and missed["mean"] < 0.6  # the floor: what the test scores on nothing
+    res = gaussian_audit(o, g)
+    ci = column_bootstrap(res, 200, 0)
+    assert ci["mean_auc"][0] <= res["mean_auc"] <= ci["mean_auc"][1] and ci["mean_auc"][0] > 0.9
+
+
+def test_rmia_offline_scores_the_original_above_another_gold():
+    from common.audit import rmia_audit, rmia_offline, true_class_prob
+    k, n = 6, 50
+    golds, labels = seeds_logits(k, n, boost=0.0, seed=10)
+    originals, _ = seeds_logits(k, n, boost=4.0, seed=20)
+    other, _ = seeds_logits(k, n, boost=0.0, seed=30)
+    pop_g, pop_labels = seeds_logits(k, 80, boost=0.0, seed=40)  # population rows: no model trained on them
+    prob = lambda zs, lab: np.stack([true_class_prob(z, lab) for z in zs])  # noqa: E731
+    gx, gz = prob(golds, labels), prob(pop_g, pop_labels)
+    hit = rmia_audit(prob(originals, labels), gx, gz, gz)
+    miss = rmia_audit(prob(other, labels), gx, gz, gz)
+    assert hit["auc"] > 0.9 and 0.35 < miss["auc"] < 0.65
+    # the score is the share of population rows the target row out-ratios: a row twice as likely as every z -> 1
+    assert rmia_offline(np.array([0.8]), np.array([[0.4]]), np.full(5, 0.4), np.full((1, 5), 0.4), a=1.0)[0] == 1.0
+
+
+def test_forget_points_buckets():
+    from common.audit import forget_points
+    # N = 8: ceil(ln 7) = 2 -> buckets [0, .5) [.5, 1) [1, 1.5) [1.5, 2) worth 1, 1/2, 1/4, 1/8; past 2: 0
+    assert forget_points(np.array([0.0, 0.49, 0.5, 1.2, 1.99, 2.0, 50.0]), 8) == pytest.approx(
+        [1, 1, 0.5, 0.25, 0.125, 0, 0])

@@ -206,7 +206,8 @@ $(TUNE)/$(S03): 03_train_vit_refs.py $(C_TRAIN) $(TUNE)/$(S01) | $(VENV_STAMP)
 	$(LAUNCH) $(PY) 03_train_vit_refs.py $(TUNE_ARGS) --noise-gold false
 
 TUNE_METHODS ?= all
-TUNE_THREADS ?= $(shell t=$$(( $(THREADS) / $(WORKERS) )); [ $$t -gt 0 ] && echo $$t || echo 1)
+# local workers share this machine's THREADS; with LAUNCH each worker is its own job with THREADS of its own
+TUNE_THREADS ?= $(if $(LAUNCH),$(THREADS),$(shell t=$$(( $(THREADS) / $(WORKERS) )); [ $$t -gt 0 ] && echo $$t || echo 1))
 TUNE_OPTS     = --profile $(PROFILE) --results $(TUNE) --seed $(TUNE_SEED) \
   --tracks "$(TRACKS)" --methods $(TUNE_METHODS) --trials $(TRIALS) --storage "$(STORAGE)"
 TUNE_DEPS    := $(if $(filter resnet,$(TRACKS)),$(TUNE)/$(S02)) $(if $(filter vit,$(TRACKS)),$(TUNE)/$(S03))
@@ -238,8 +239,9 @@ audit: $(REPORT)
 # Keep every intermediate artefact (make would delete files that only pattern rules made).
 .SECONDARY:
 
+# tiny tensors: one torch thread each is faster than two (and the tests' own worker processes must not oversubscribe)
 pytest: $(VENV_STAMP)
-	$(PY) -m pytest -q tests
+	THREADS=1 $(PY) -m pytest -q tests
 
 # The smoke run: tuning (2 workers), then both seeds' trees at once (make -j2, one torch thread per job), then the
 # audit over 4 seeds (the same two trees + two more, resnet track, -j2); the determinism check re-runs seed 0's
@@ -256,7 +258,10 @@ smoke: $(VENV_STAMP)
 	$(PY) tests/check_smoke.py --audit $(SMOKE_DIR)/results 0 1 2 3
 	THREADS=1 $(PY) tests/check_determinism.py $(SMOKE_DIR)/results/seed-0
 
-test: pytest smoke
+# the unit tests beside the smoke run: pytest is one thread, the smoke's serial parts (the tuning tree, the report)
+# leave the other core free
+test: $(VENV_STAMP)
+	$(MAKE) --no-print-directory -j2 pytest smoke
 
 # A real single-node SLURM on this machine (root; slurm-wlm + munge from apt when missing), the smoke pipeline through
 # srun under make -j2 against a serial run, then teardown: tests/test_cluster.sh

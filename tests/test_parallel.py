@@ -58,6 +58,10 @@ def test_ngpus_maps_each_tree_to_a_gpu_by_its_position_in_the_seed_list(tmp_path
     got = {t: d for s, t, d in jobs(three.stdout) if s.endswith(".py")}
     assert [got[f"seed-{s}_split-{k}"] for s in (5, 7, 9, 11) for k in (1, 2)] == \
         [f"cuda:{i % 3}" for i in range(8)]
+    launched = make_n(tmp_path, "tune", "WORKERS=4", "THREADS=8", "LAUNCH=srun -n1")
+    assert "THREADS=8 srun -n1" in launched.stdout  # a launched worker is its own job: all THREADS for it
+    local = make_n(tmp_path, "tune", "WORKERS=4", "THREADS=8")
+    assert "THREADS=2 " in local.stdout  # local workers share the machine's THREADS
     workers = make_n(tmp_path, "tune", "DEVICE=cuda", "NGPUS=2", "WORKERS=3")
     assert "dev=cuda:$(( w % 2 ))" in workers.stdout and "--device $dev" in workers.stdout
     bad = make_n(tmp_path, "all", "DEVICE=cpu", "NGPUS=2")

@@ -244,8 +244,8 @@ pytest: $(VENV_STAMP)
 	THREADS=1 $(PY) -m pytest -q tests
 
 # The smoke run: tuning (2 workers), then both seeds' trees at once (make -j2, one torch thread per job), then the
-# audit over 4 seeds (the same two trees + two more, resnet track, -j2); the determinism check re-runs seed 0's
-# stages 01, 02, 05 one at a time under load and must find the -j2 tree's metrics.
+# audit over 4 seeds (the same two trees + two more, resnet track, -j2) and beside it the determinism check: seed 0's
+# stages 01, 02, 05 re-run one at a time while the audit's jobs load the machine, and must find the -j2 tree's metrics.
 SMOKE_VARS = PROFILE=smoke DATA_SOURCE=kaggle DATA_DIR=$(SMOKE_DIR)/data CACHE_DIR=$(SMOKE_DIR)/cache \
   RESULTS=$(SMOKE_DIR)/results DEVICE=cpu WANDB=0 SEEDS="0 1" TUNED_DIR=$(SMOKE_DIR)/tuned THREADS=1
 smoke: $(VENV_STAMP)
@@ -254,9 +254,10 @@ smoke: $(VENV_STAMP)
 	$(MAKE) --no-print-directory tune $(SMOKE_VARS) WORKERS=2 TRIALS=3 TUNE_METHODS=$(SMOKE_TUNE_METHODS)
 	$(MAKE) --no-print-directory -j2 all $(SMOKE_VARS)
 	$(PY) tests/check_smoke.py $(SMOKE_DIR)/results 0 1 --tuned $(SMOKE_DIR)/tuned
-	$(MAKE) --no-print-directory -j2 audit K=4 $(SMOKE_VARS)
+	@THREADS=1 $(PY) tests/check_determinism.py $(SMOKE_DIR)/results/seed-0 --loaders 0 > $(SMOKE_DIR)/determinism.log 2>&1 & \
+	  det=$$!; $(MAKE) --no-print-directory -j2 audit K=4 $(SMOKE_VARS); a=$$?; wait $$det; d=$$?; \
+	  cat $(SMOKE_DIR)/determinism.log; [ $$a -eq 0 ] && [ $$d -eq 0 ]
 	$(PY) tests/check_smoke.py --audit $(SMOKE_DIR)/results 0 1 2 3
-	THREADS=1 $(PY) tests/check_determinism.py $(SMOKE_DIR)/results/seed-0
 
 # the unit tests beside the smoke run: pytest is one thread, the smoke's serial parts (the tuning tree, the report)
 # leave the other core free

@@ -177,7 +177,8 @@ class ReportConfig(Common):
 # Profile presets: only the fields that differ from the dataclass defaults.
 PRESETS: dict[type, dict[str, dict]] = {
     PrepareConfig: {
-        "smoke": dict(forget_size=32, sample_per_class=30),  # 300 sample-wise rows: the smoke ResNet evaluates fewer
+        # 200 sample-wise rows: the smoke ResNet trains and evaluates fewer (its evaluation passes are fp32)
+        "smoke": dict(forget_size=32, sample_per_class=20),
         # ~800 train / 200 test images per class: the real 9k subset is not cut, full CIFAR-10 is capped to it.
         # ResNet track: 200 rows per class, a random 10 % of them forgotten (the literature's setting): few enough
         # rows for 02 to memorise them on 2 cores (see ResNetConfig's cpu comment), so unlearning is measurable.

@@ -1,6 +1,7 @@
-"""Determinism check after the smoke pipeline (usage: check_determinism.py TREE [METHODS]): re-run stages 01, 02 and 05
-(05 on METHODS) of a finished seed tree into a copy, one stage after another, while other processes keep every core
-busy, and compare each stage's metrics.json with the tree's. `make test` builds the trees with `make -j2` (two seeds'
+"""Determinism check after the smoke pipeline (usage: check_determinism.py TREE [METHODS] [--loaders N]): re-run stages
+01, 02 and 05 (05 on METHODS) of a finished seed tree into a copy, one stage after another, while N busy-loop
+processes (default: one per core; `make test` passes 0 because it runs this beside the audit's jobs, which are the
+load) keep the machine busy, and compare each stage's metrics.json with the tree's. `make test` builds the trees with `make -j2` (two seeds'
 stages at once, THREADS=1), so this also checks that parallel make gives the metrics of a serial run. Every field
 must be identical except wall times (`seconds`): budgets are counted work, so machine load cannot move a number.
 Stage 01 extracts the data into a fresh cache folder. Exit status 1 with one line per differing field."""
@@ -68,11 +69,12 @@ def commands(tree: Path, copy: Path, cache: Path, methods: str) -> dict[str, lis
                                   "--budgets", ",".join(str(b) for b in budgets)]}
 
 
-def main(tree: Path, methods: str) -> int:
+def main(tree: Path, methods: str, loaders: int | None = None) -> int:
     found, names = [], methods.split(",")
     with tempfile.TemporaryDirectory() as tmp:
         copy, cache = Path(tmp) / "tree", Path(tmp) / "cache"
-        loaders = [mp.Process(target=busy, args=(900.0,), daemon=True) for _ in range(os.cpu_count() or 1)]
+        n = (os.cpu_count() or 1) if loaders is None else loaders
+        loaders = [mp.Process(target=busy, args=(900.0,), daemon=True) for _ in range(n)]
         for p in loaders:
             p.start()
         try:
@@ -99,4 +101,9 @@ def main(tree: Path, methods: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(Path(sys.argv[1]), sys.argv[2] if len(sys.argv) > 2 else DEFAULT_METHODS))
+    args = sys.argv[1:]
+    n_load = None
+    if "--loaders" in args:
+        i = args.index("--loaders")
+        n_load, args = int(args[i + 1]), args[:i] + args[i + 2:]
+    sys.exit(main(Path(args[0]), args[1] if len(args) > 1 else DEFAULT_METHODS, n_load))

@@ -270,7 +270,7 @@ test-cluster: $(VENV_STAMP)
 	PY=$(abspath $(PY)) bash tests/test_cluster.sh
 
 help:
-	@sed -n '1,/^# with several/p' Makefile | grep -E '^#|\?=' | sed 's/^# \{0,1\}//'
+	@sed -n '1,/^export PYTHONHASHSEED/p' Makefile | grep -E '^#|\?=' | sed 's/^# \{0,1\}//'
 	@echo "Targets: all prepare report audit test pytest smoke test-cluster tune venv clean help"
 
 clean:

@@ -183,7 +183,7 @@ def plot_audit_exposure(examples: pd.DataFrame, out: Path) -> Path | None:
     g = sns.relplot(data=examples, x="original_gold_gap", y="accuracy", col="model", col_wrap=5, height=1.9,
                     aspect=1.2, s=6, alpha=0.5, linewidth=0)
     g.set_titles("{col_name}", size=8)
-    g.set_axis_labels("original - gold confidence (logit)", "attack accuracy")
+    g.set_axis_labels("original - gold (logit conf.)", "attack accuracy")
     for ax in g.axes.flat:
         ax.axhline(0.5, c="grey", lw=0.8, ls=":")
     save_figure(g.figure, out / "audit_exposure.png")

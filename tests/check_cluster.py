@@ -17,6 +17,16 @@ STAGES = ("01_prepare_data", "02_train_resnet", "03_train_vit_refs", "04_unlearn
 CD.WALL_TIME_KEYS |= {"wall_seconds", "rte_pct_of_gold"}  # wall time and what is derived from it: reported only
 
 
+def rooted(obj, root: Path):
+    """Paths under a run's RESULTS folder (06 records the logits files it read) written relative to it, so that the
+    two runs' metrics compare equal where only their folders differ."""
+    if isinstance(obj, dict):
+        return {k: rooted(v, root) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [rooted(v, root) for v in obj]
+    return obj.replace(str(root), "<RESULTS>") if isinstance(obj, str) else obj
+
+
 def problems(cluster: Path, serial: Path, jobcomp: Path, seeds: list[str]) -> tuple[list[str], dict]:
     out, jobs = [], {}
     completed = {}
@@ -41,7 +51,8 @@ def problems(cluster: Path, serial: Path, jobcomp: Path, seeds: list[str]) -> tu
             serial_slurm = json.loads((b / "manifest.json").read_text()).get("host", {}).get("slurm")
             if serial_slurm:
                 out.append(f"seed {seed} {stage}: the serial run's manifest records a SLURM job: it is no serial baseline")
-            found = CD.diff(json.loads((a / "metrics.json").read_text()), json.loads((b / "metrics.json").read_text()))
+            found = CD.diff(rooted(json.loads((a / "metrics.json").read_text()), cluster),
+                            rooted(json.loads((b / "metrics.json").read_text()), serial))
             out += [f"seed {seed} {stage}{d}" for d in found[:5]]
     if len(set(jobs.values())) != len(jobs):
         out.append("two stages share one SLURM job id: each stage must be its own job")

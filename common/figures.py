@@ -159,20 +159,27 @@ def plot_training(m: dict, out: Path) -> Path | None:
     return out / "training_curves.png"
 
 
+FACETS = dict(col="model", col_wrap=5, height=1.9, aspect=1.2)  # the audit's small multiples: one panel per model
+
+
+def _save_facets(g, labels: tuple[str, str], chance: str, path: Path) -> Path:
+    """Panel titles, axis labels, a dotted line at chance (0.5) on the `chance` axis ("x" or "y"), saved to `path`."""
+    g.set_titles("{col_name}", size=8)
+    g.set_axis_labels(*labels)
+    for ax in g.axes.flat:
+        (ax.axvline if chance == "x" else ax.axhline)(0.5, c="grey", lw=0.8, ls=":")
+    save_figure(g.figure, path)
+    plt.close(g.figure)
+    return path
+
+
 def plot_audit_auc(examples: pd.DataFrame, out: Path) -> Path | None:
     """The audit: a histogram of per-example Gaussian-test AUC per model (0.5 = the attacker cannot tell the model
     from gold on that example; 1 = always can)."""
     if examples is None or not len(examples):
         return None
-    g = sns.displot(data=examples, x="auc", col="model", col_wrap=5, bins=np.linspace(0, 1, 21), height=1.9,
-                    aspect=1.2, facet_kws=dict(sharey=False))
-    g.set_titles("{col_name}", size=8)
-    g.set_axis_labels("per-example AUC", "examples")
-    for ax in g.axes.flat:
-        ax.axvline(0.5, c="grey", lw=0.8, ls=":")
-    save_figure(g.figure, out / "audit_auc.png")
-    plt.close(g.figure)
-    return out / "audit_auc.png"
+    g = sns.displot(data=examples, x="auc", bins=np.linspace(0, 1, 21), facet_kws=dict(sharey=False), **FACETS)
+    return _save_facets(g, ("per-example AUC", "examples"), "x", out / "audit_auc.png")
 
 
 def plot_audit_exposure(examples: pd.DataFrame, out: Path) -> Path | None:
@@ -180,12 +187,5 @@ def plot_audit_exposure(examples: pd.DataFrame, out: Path) -> Path | None:
     confidence minus gold's, over the seeds): which examples stay exposed after unlearning."""
     if examples is None or not len(examples):
         return None
-    g = sns.relplot(data=examples, x="original_gold_gap", y="accuracy", col="model", col_wrap=5, height=1.9,
-                    aspect=1.2, s=6, alpha=0.5, linewidth=0)
-    g.set_titles("{col_name}", size=8)
-    g.set_axis_labels("original - gold (logit conf.)", "attack accuracy")
-    for ax in g.axes.flat:
-        ax.axhline(0.5, c="grey", lw=0.8, ls=":")
-    save_figure(g.figure, out / "audit_exposure.png")
-    plt.close(g.figure)
-    return out / "audit_exposure.png"
+    g = sns.relplot(data=examples, x="original_gold_gap", y="accuracy", s=6, alpha=0.5, linewidth=0, **FACETS)
+    return _save_facets(g, ("original - gold (logit conf.)", "attack accuracy"), "y", out / "audit_exposure.png")

@@ -16,8 +16,8 @@ Recipe (both models, the same initial weights, the same batch order and augmenta
     code took 1,015 s per model for 66.0 % on the real subset): 200 rows per class, SGD with Nesterov momentum 0.9,
     weight decay 5e-4, no label smoothing, no augmentation, one-cycle lr (torch OneCycleLR, cosine both ways, per
     batch) peaking at 0.05, 8 epochs, the true CIFAR std (the measured sweep is in common/config.py);
-  - augmentation on the device, batched; bf16 autocast and channels_last for training (weights and optimiser
-    state fp32); evaluation in fp32.
+  - augmentation on the device, batched; channels_last, and training steps in --precision (auto: bf16 autocast
+    where the hardware computes bf16 natively, else fp32; weights and optimiser state fp32); evaluation in fp32.
 Accuracy on the test_val rows is measured after every epoch (eval mode; the reported test_eval rows are scored
 once, from the final cached logits). `seconds` counts the training passes only (not the per-epoch evaluation), as
 every RTE figure does; `units` = images trained x 3 (forward + backward, common.unlearn): gold's is the unit of
@@ -45,7 +45,7 @@ import time
 
 import torch
 
-from common.config import ResNetConfig, config_dict, parse_config, print_config, resolve_device
+from common.config import ResNetConfig, config_dict, parse_config, print_config, resolve_runtime
 from common.data import PREPARE_CMD, PREPARE_STAGE, batches, load_prepared, num_batches, resnet_transform, stage_dir
 from common.io import PipelineError, load_json, run_main, save_checkpoint, save_json, save_torch, write_manifest
 from common.log import RunLog
@@ -130,7 +130,7 @@ def main() -> None:
     cfg = parse_config(ResNetConfig)
     print_config(STAGE, cfg)
     check_config(cfg)
-    device = resolve_device(cfg.device)
+    device = resolve_runtime(cfg)
     started = time.time()
     data, splits = load_prepared(cfg.results)
     prep = load_json(stage_dir(cfg.results, PREPARE_STAGE) / "metrics.json", "stage 01 metrics", PREPARE_CMD)

@@ -6,8 +6,8 @@
 
 Both start from the same weights (the model is built once with the seed and its state copied), use the same
 optimiser (SGD with momentum, constant learning rate, cross-entropy, as reference A) and the same number of epochs.
-Inputs go through the batched on-device uint8 path of common/data.py (resize + normalise per batch), bf16
-autocast when `amp` is on.
+Inputs go through the batched on-device uint8 path of common/data.py (resize + normalise per batch); training steps
+in --precision (auto: bf16 autocast where the hardware computes bf16 natively, else fp32; common.config.native_bf16).
 
 Reads   results/01_prepare_data/{data.pt, splits.pt}
 Writes  results/03_train_vit_refs/
@@ -30,7 +30,7 @@ import time
 
 import torch
 
-from common.config import ViTRefsConfig, config_dict, parse_config, print_config, resolve_device
+from common.config import ViTRefsConfig, config_dict, parse_config, print_config, resolve_runtime
 from common.data import batches, load_prepared, num_batches, stage_dir, to_device, vit_transform
 from common.io import PipelineError, run_main, save_checkpoint, save_json, write_manifest
 from common.log import RunLog
@@ -74,7 +74,7 @@ def train_reference(model, images, labels, rows, cfg: ViTRefsConfig, device: str
         log.log("epoch", model=name, epoch=epoch, loss=stats["loss"], acc=stats["acc"],
                 seconds=round(time.time() - started, 1))
     if not all(torch.isfinite(p).all() for p in model.parameters()):
-        raise PipelineError(f"{name} diverged (non-finite weights): lower --lr or turn off --amp")
+        raise PipelineError(f"{name} diverged (non-finite weights): lower --lr or pass --precision fp32")
     # units: images trained x 3 (forward + backward; common.unlearn), the unit of every unlearning budget
     return dict(seconds=round(time.time() - started, 3), units=3 * cfg.epochs * len(rows), history=history)
 
@@ -83,7 +83,7 @@ def main() -> None:
     cfg = parse_config(ViTRefsConfig)
     print_config(STAGE, cfg)
     check_config(cfg)
-    device = resolve_device(cfg.device)
+    device = resolve_runtime(cfg)
     started = time.time()
     data, splits = load_prepared(cfg.results)
     set_seed(cfg.seed)
@@ -121,7 +121,7 @@ def main() -> None:
 
     metrics = dict(models=models, profile=cfg.profile, device=device, model=cfg.model, pretrained=cfg.pretrained,
                    init="imagenet" if cfg.pretrained else "random", img_size=cfg.img_size, epochs=cfg.epochs,
-                   lr=cfg.lr, batch_size=cfg.batch_size, amp=cfg.amp,
+                   lr=cfg.lr, batch_size=cfg.batch_size, precision=cfg.precision,
                    note="" if cfg.pretrained else RANDOM_INIT_NOTE)
     prep = stage_dir(cfg.results, "01_prepare_data")
     write_manifest(out, config_dict(cfg), device, started, [prep / "data.pt", prep / "splits.pt"],

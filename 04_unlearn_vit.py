@@ -39,7 +39,7 @@ import time
 
 import torch
 
-from common.config import ViTUnlearnConfig, config_dict, parse_config, print_config, resolve_device
+from common.config import ViTUnlearnConfig, config_dict, parse_config, print_config, resolve_runtime
 from common.data import batches, load_prepared, stage_dir
 from common.io import load_json, remove_stale, run_main, save_checkpoint, save_figure, save_json, write_manifest
 from common.log import RunLog
@@ -107,7 +107,7 @@ def main() -> None:
     cfg = parse_config(with_method_settings(ViTUnlearnConfig, "vit", METHODS))
     print_config(STAGE, cfg)
     names = check_config(cfg, METHODS)  # unknown methods or settings, bad values: one line, nothing written
-    device = resolve_device(cfg.device)
+    device = resolve_runtime(cfg)
     started = time.time()
     data, splits = load_prepared(cfg.results)
     prep = load_json(stage_dir(cfg.results, "01_prepare_data") / "metrics.json", "stage 01 metrics", "python 01_prepare_data.py")

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import time
 
-from common.config import ResNetUnlearnConfig, config_dict, parse_config, print_config, resolve_device
+from common.config import ResNetUnlearnConfig, config_dict, parse_config, print_config, resolve_runtime
 from common.data import PREPARE_CMD as PREP_CMD, load_prepared, stage_dir
 from common.io import load_json, remove_stale, run_main, save_checkpoint, save_json, write_manifest
 from common.log import RunLog
@@ -51,7 +51,7 @@ def main() -> None:
     cfg = parse_config(with_method_settings(ResNetUnlearnConfig, "resnet", METHODS))
     print_config(STAGE, cfg)
     names = check_config(cfg, METHODS)  # unknown methods or settings, bad values: one line, nothing written
-    device = resolve_device(cfg.device)
+    device = resolve_runtime(cfg)
     started = time.time()
     data, splits = load_prepared(cfg.results)
     t = load_track("resnet", cfg, device, data, splits)  # 02's original, the methods' Ctx (common.tracks)

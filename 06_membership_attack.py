@@ -72,7 +72,7 @@ from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from common.config import AttackConfig, config_dict, parse_config, print_config, resolve_device
+from common.config import AttackConfig, config_dict, parse_config, print_config, resolve_runtime
 from common.data import PREPARE_STAGE, load_prepared, stage_dir
 from common.io import PipelineError, run_main, save_json, write_manifest
 from common.log import RunLog
@@ -262,7 +262,7 @@ def main() -> None:
     print_config(STAGE, cfg)
     if cfg.classifier not in CLASSIFIERS:
         raise PipelineError(f"unknown classifier {cfg.classifier!r}: use one of {', '.join(CLASSIFIERS)}")
-    device = resolve_device(cfg.device)
+    device = resolve_runtime(cfg)
     started = time.time()
     data, splits = load_prepared(cfg.results)
     targets = {track: find_targets(cfg.results, track) for track in TRACKS}

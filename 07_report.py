@@ -250,6 +250,18 @@ def header(m: dict, tree: Path, seeds: list[str]) -> list[str]:
              f"- Profile: **{man.get('config', {}).get('profile', '?')}**; device: {man.get('device', {}).get('device', '?')}; "
              f"training seeds: {', '.join(seeds)} ({len(seeds)}); split seed: {man.get('config', {}).get('split_seed', '?')}; "
              f"git: {(git.get('sha') or '?')[:10]}{' (dirty)' if git.get('dirty') else ''}"]
+    precision = {}  # the precision each compute stage resolved (its manifest): "fp32" / "bf16"
+    for stage in ("02_train_resnet", "03_train_vit_refs", "04_unlearn_vit", "05_unlearn_gan", "06_membership_attack"):
+        p = (read_json(tree / stage / "manifest.json") or {}).get("precision")
+        if p:
+            precision[stage[:2]] = p
+    if precision:
+        kinds = sorted({p["resolved"] for p in precision.values()})
+        check = next(iter(precision.values())).get("check", "")
+        lines.append(f"- Precision of training and unlearning steps: **{' / '.join(kinds)}** ("
+                     + ", ".join(f"{k} {p['resolved']}" for k, p in precision.items())
+                     + f"; asked for: {', '.join(sorted({p['requested'] for p in precision.values()}))}; hardware: "
+                     f"{check}); every evaluation pass runs in fp32")
     for stage, track in (("04_unlearn_vit", "ViT"), ("05_unlearn_gan", "ResNet")):
         u = m.get(stage, {})
         if "budget" in u:
@@ -479,6 +491,9 @@ def settings_lines(m: dict, track: str) -> list[str]:
                                                                              else f"{k} {v}" for k, v in p["settings"].items()))
             if p.get("overridden"):
                 text += f"; set on the command line instead: {', '.join(p['overridden'])}"
+            if p.get("precision_differs"):
+                text += (f"; **tuned in {p.get('tuned_precision')}**, this run computes in another precision (header): "
+                         "the settings are used as tuned, but were chosen by trials in the other precision")
         elif p.get("status") == "stale":
             text = f"official defaults: the tuned entry is **stale** ({p.get('why')})"
         else:

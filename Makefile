@@ -18,6 +18,7 @@ DATA_DIR     ?= data
 CACHE_DIR    ?= data/cache
 RESULTS      ?= results
 DEVICE       ?= auto
+PRECISION    ?= auto
 SEEDS        ?= 42
 SPLIT_SEED   ?= 42
 FORGET_CLASS ?= 0
@@ -61,6 +62,10 @@ NGPUS        ?=
 #   ResNet recipe's tuning gold underfit its retain rows (86.3 % retain accuracy against the original's 99.6 %; this
 #   recipe memorises only in its last two epochs), a target no method should be tuned towards; seed 1001's gold
 #   fits them as the reported seeds' golds do (98.7 % train accuracy in its last epoch).
+# PRECISION: auto (default) | bf16 | fp32: training and unlearning steps (evaluation is always fp32). auto = bf16
+#   autocast on a CUDA GPU with native bf16 (compute capability >= 8.0) and on a CPU with bf16 instructions
+#   (AVX512-BF16 / AMX, Arm BF16), else fp32: emulated bf16 is 16x slower per step on an AVX2 CPU
+#   (common.config.native_bf16). The resolved value is in every manifest and the report's header.
 # THREADS: torch's intra-op threads in every stage (CPU reductions depend on it, so metrics are identical only
 #   between runs with the same THREADS). With make -j N give THREADS = cores / N: jobs never share the setting.
 # K: make audit's number of training seeds (AUDIT_SEEDS = K seeds from SEEDS' first entry upward, or give them).
@@ -107,10 +112,12 @@ C_REPORT   := $(C_BASE) common/aggregate.py common/figures.py common/stats.py co
 # an independent seed must come out equivalent to gold). Costs one more gold training per tree (02 and 03).
 NOISE_GOLD := true
 TREE        = $(RESULTS)/seed-$*
-ARGS        = --profile $(PROFILE) --results $(TREE) --device $(call tdevice,$*) --seed $(call tseed,$*) --wandb $(WANDB)
+ARGS        = --profile $(PROFILE) --results $(TREE) --device $(call tdevice,$*) --seed $(call tseed,$*) --wandb $(WANDB) \
+              --precision $(PRECISION)
 U_ARGS      = $(if $(BUDGETS),--budgets $(BUDGETS)) --settings $(SETTINGS) --tuned-dir $(TUNED_DIR)
 TUNE        := $(RESULTS)/tune
-TUNE_ARGS    = --profile $(PROFILE) --results $(TUNE) --device $(DEVICE) --seed $(TUNE_SEED) --wandb $(WANDB)
+TUNE_ARGS    = --profile $(PROFILE) --results $(TUNE) --device $(DEVICE) --seed $(TUNE_SEED) --wandb $(WANDB) \
+              --precision $(PRECISION)
 TUNE_TEXT   := $(TUNE_SEED) $(TUNE_FORGET_CLASS)
 ifneq ($(filter $(TUNE_FORGET_CLASS),$(FORGET_CLASSES) $(FORGET_CLASS)),)
 $(error TUNE_FORGET_CLASS $(TUNE_FORGET_CLASS) is a reported forget class (FORGET_CLASS / FORGET_CLASSES): the report must not score the class the settings were tuned on; drop it or pick another TUNE_FORGET_CLASS)
@@ -126,7 +133,7 @@ SMOKE_TUNE_METHODS ?= finetune,scrub,ssd,gan
 # Changing a variable that shapes the data re-runs everything from stage 01 (every seed); changing the seed list
 # re-runs the report. Each stamp is rewritten only when its text changes.
 VARS_STAMP  := $(RESULTS)/.make-vars
-VARS_TEXT   := $(PROFILE) $(DATA_SOURCE) $(abspath $(DATA_DIR)) $(DEVICE) $(SPLIT_SEED) $(FORGET_CLASS) $(THREADS)
+VARS_TEXT   := $(PROFILE) $(DATA_SOURCE) $(abspath $(DATA_DIR)) $(DEVICE) $(PRECISION) $(SPLIT_SEED) $(FORGET_CLASS) $(THREADS)
 # tree ids <seed>[_split-<k>][_class-<c>]: every SEEDS x SPLIT_SEEDS x FORGET_CLASSES combination
 TREE_IDS := $(foreach s,$(SEEDS),$(foreach k,$(or $(SPLIT_SEEDS),_),$(foreach c,$(or $(FORGET_CLASSES),_),$(s)$(if \
   $(filter-out _,$(k)),_split-$(k))$(if $(filter-out _,$(c)),_class-$(c)))))
@@ -208,7 +215,7 @@ $(TUNE)/$(S03): 03_train_vit_refs.py $(C_TRAIN) $(TUNE)/$(S01) | $(VENV_STAMP)
 TUNE_METHODS ?= all
 # local workers share this machine's THREADS; with LAUNCH each worker is its own job with THREADS of its own
 TUNE_THREADS ?= $(if $(LAUNCH),$(THREADS),$(shell t=$$(( $(THREADS) / $(WORKERS) )); [ $$t -gt 0 ] && echo $$t || echo 1))
-TUNE_OPTS     = --profile $(PROFILE) --results $(TUNE) --seed $(TUNE_SEED) \
+TUNE_OPTS     = --profile $(PROFILE) --results $(TUNE) --seed $(TUNE_SEED) --precision $(PRECISION) \
   --tracks "$(TRACKS)" --methods $(TUNE_METHODS) --trials $(TRIALS) --storage "$(STORAGE)"
 TUNE_DEPS    := $(if $(filter resnet,$(TRACKS)),$(TUNE)/$(S02)) $(if $(filter vit,$(TRACKS)),$(TUNE)/$(S03))
 tune-tree: $(TUNE_DEPS)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from common.io import PipelineError
 
 PROFILES = ("smoke", "cpu", "paper", "auto")
+PRECISIONS = ("auto", "bf16", "fp32")
 
 
 @dataclass
@@ -28,7 +29,16 @@ class Common:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     results: str = "results"  # root of the artefact tree
     wandb: bool = False  # mirror log lines to Weights & Biases (off by default; honours WANDB_MODE=offline)
-    amp: bool = True  # bf16 autocast on CPU and CUDA; weights stay fp32
+    # auto | bf16 | fp32: the compute precision of training steps (bf16 = autocast; weights and optimiser state
+    # stay fp32). auto = bf16 where the hardware computes in bf16 natively, else fp32 (common.config.native_bf16).
+    precision: str = "auto"
+
+    @property
+    def amp(self) -> bool:
+        """bf16 autocast on? Only once the stage resolved `precision` (resolve_precision) for its device."""
+        if self.precision not in ("bf16", "fp32"):
+            raise PipelineError(f"precision {self.precision!r} is not resolved: call common.config.resolve_precision")
+        return self.precision == "bf16"
 
 
 @dataclass
@@ -263,6 +273,82 @@ def resolve_device(device: str) -> str:
     return device
 
 
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags as Linux reports them (/proc/cpuinfo `flags`, or `Features` on Arm); empty elsewhere."""
+    try:
+        text = open("/proc/cpuinfo").read()
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            return set(value.split())
+    return set()
+
+
+def native_bf16(device: str) -> tuple[bool, str]:
+    """Does `device` compute in bf16 natively? The one place this is decided. Returns (answer, why).
+
+    CUDA: torch.cuda.is_bf16_supported(including_emulation=False) (compute capability >= 8.0: Ampere and newer).
+    x86 CPU: the instructions that compute in bf16, AVX512-BF16 or AMX-BF16 (oneDNN's bf16 kernels use them), in
+    the CPU's flags (cpu_flags). oneDNN's own flag (torch.ops.mkldnn._is_mkldnn_bf16_supported) is not enough:
+    it is true on any AVX512 CPU, where oneDNN converts to fp32 inside. Without them bf16 autocast is emulated:
+    on a 2-core AVX2 EPYC (torch 2.14.1) a 1024^2 matmul ran at 1.0 GFLOP/s in bf16 against 153.6 in fp32; on a
+    2-core EPYC with AVX512-BF16 at 345 in bf16 against 144 in fp32.
+    Arm CPU: the BF16 extension (`bf16` in the flags), which is what oneDNN's flag checks there.
+    Anything else (no flags to read): fp32. A timed probe would make the choice, and with it every result, depend
+    on the machine's load; flags do not."""
+    import platform
+
+    import torch
+
+    if device.startswith("cuda"):
+        ok = bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False))
+        cc = torch.cuda.get_device_capability(torch.device(device)) if torch.cuda.is_available() else None
+        return ok, f"CUDA compute capability {cc}: bf16 {'native' if ok else 'emulated or absent'} (>= 8.0 is native)"
+    flags, machine = cpu_flags(), platform.machine().lower()
+    if machine in ("x86_64", "amd64", "i386", "i686"):
+        found = sorted(flags & {"avx512_bf16", "amx_bf16"})
+        ok = bool(found)
+        return ok, (f"x86 CPU, {torch.backends.cpu.get_cpu_capability()}, bf16 instructions: {', '.join(found) or 'none'}"
+                    f" -> bf16 {'native' if ok else 'emulated'}")
+    if machine in ("aarch64", "arm64"):
+        ok = "bf16" in flags and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        return ok, f"Arm CPU, BF16 extension {'bf16' in flags} -> bf16 {'native' if ok else 'emulated'}"
+    return False, f"{machine or 'unknown'} CPU: no bf16 flags to read -> fp32"
+
+
+def resolve_precision(precision: str, device: str) -> str:
+    """'bf16' or 'fp32' for `precision` (auto | bf16 | fp32) on `device`: auto = bf16 where native_bf16 says so.
+    An explicit bf16 is honoured on any device (slow where emulated: that is the user's choice)."""
+    if precision not in PRECISIONS:
+        raise PipelineError(f"unknown precision {precision!r}: use one of {', '.join(PRECISIONS)}")
+    if precision != "auto":
+        return precision
+    return "bf16" if native_bf16(device)[0] else "fp32"
+
+
+def resolve_runtime(cfg, quiet: bool = False) -> str:
+    """Resolve the stage's device and, on it, its precision (in place: the manifest's config records the resolved
+    value, `precision_requested` what was asked). Returns the device."""
+    device = resolve_device(cfg.device)
+    requested = getattr(cfg, "precision_requested", cfg.precision)
+    cfg.precision = resolve_precision(requested, device)
+    cfg.precision_requested = requested  # not a field: config_dict writes it beside the resolved value
+    if not quiet:
+        why = native_bf16(device)[1] if requested == "auto" else "asked for"
+        print(f"[precision] {requested} -> {cfg.precision} on {device} ({why})", flush=True)
+    return device
+
+
+def precision_info(config: dict, device: str) -> dict:
+    """The manifest's record of the precision: asked, resolved, and the hardware check that decided auto."""
+    requested = config.get("precision_requested", config.get("precision", "auto"))
+    resolved = resolve_precision(config.get("precision", "auto"), device)
+    ok, why = native_bf16(device)
+    return dict(requested=requested, resolved=resolved, native_bf16=ok, check=why)
+
+
 def _convert(name: str, text: str, tp):
     """Turn the command-line string `text` into the field's type `tp` (int, float, str, bool)."""
     if tp is bool:
@@ -321,7 +407,10 @@ def parse_config(cls, argv: list[str] | None = None):
 
 
 def config_dict(cfg) -> dict:
-    return dataclasses.asdict(cfg)
+    out = dataclasses.asdict(cfg)
+    if hasattr(cfg, "precision_requested"):
+        out["precision_requested"] = cfg.precision_requested
+    return out
 
 
 def print_config(stage: str, cfg) -> None:

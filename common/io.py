@@ -195,6 +195,12 @@ def launch_info() -> dict:
     return dict(hostname=socket.gethostname(), threads=os.environ.get("THREADS"), **({"slurm": slurm} if slurm else {}))
 
 
+def precision_info(config: dict, device: str) -> dict:
+    from common.config import precision_info as info  # common.config imports this module
+
+    return info(config, device)
+
+
 def write_manifest(out_dir, config: dict, device: str, started: float, inputs: list, outputs: list, **extra) -> None:
     """manifest.json: resolved config, seed, git state, versions, device, wall time, where it ran (host, threads,
     the SLURM job when launched through srun), input and output files."""
@@ -204,6 +210,7 @@ def write_manifest(out_dir, config: dict, device: str, started: float, inputs: l
         git=git_state(),
         versions=library_versions(),
         device=device_info(device),
+        precision=precision_info(config, device),
         wall_seconds=round(time.time() - started, 3),
         finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         host=launch_info(),

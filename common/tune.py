@@ -52,12 +52,12 @@ from pathlib import Path
 import torch
 
 from common.config import (TuneConfig, ViTUnlearnConfig, ResNetUnlearnConfig, parse_config, print_config,
-                           resolve_device)
+                           resolve_runtime)
 from common.data import PREPARE_CMD, batches, load_prepared, stage_dir
 from common.io import PipelineError, load_json, run_main, save_json, sha256
 from common.methods import METHODS
 from common.metrics import group_auc, mia_efficacy, true_class_confidence, true_class_log_prob
-from common.models import load_model
+from common.models import autocast, load_model
 from common.seed import set_seed
 from common.tracks import TRACKS, load_track
 from common.train import predict
@@ -118,8 +118,10 @@ def tuned_settings_cfg(cfg: TuneConfig, track: str):
     """The unlearning config of `track` at the profile's official defaults (the trials' starting point), at the
     tuning seed (every trial draws the same batch order from it)."""
     cls = with_method_settings(UNLEARN_CONFIGS[track], track, METHODS)
-    return parse_config(cls, ["--profile", cfg.profile, "--results", cfg.results, "--device", cfg.device,
-                              "--seed", str(cfg.seed), "--settings", "official"])
+    ucfg = parse_config(cls, ["--profile", cfg.profile, "--results", cfg.results, "--device", cfg.device,
+                              "--seed", str(cfg.seed), "--settings", "official", "--precision", cfg.precision])
+    resolve_runtime(ucfg, quiet=True)
+    return ucfg
 
 
 def defaults_of(ucfg, name: str) -> dict:
@@ -188,10 +190,11 @@ class Problem:
         self.gold = self.figures(gold)
 
     def _logits(self, model, split: str, rows: torch.Tensor) -> torch.Tensor:
-        """Logits of `rows`, in bf16 autocast when --amp (the default): the objective's evaluation is overhead on
-        top of the trial's budget, and gold's figures come from the same pass, so both carry the same rounding."""
+        """Logits of `rows` in the trials' precision (bf16 autocast where --precision resolved to bf16): the
+        objective's evaluation is overhead on top of the trial's budget, and gold's figures come from the same pass,
+        so both carry the same rounding."""
         x, y = self.t.on_device[split]
-        with torch.autocast(torch.device(self.device).type, dtype=torch.bfloat16, enabled=self.cfg.amp):
+        with autocast(self.device, self.ucfg.amp):
             return predict(model, batches(x, y, rows, self.ucfg.eval_batch_size, self.t.eval_transform, self.device),
                            self.device, desc=f"objective {split}")
 
@@ -260,6 +263,14 @@ def requeue_orphans(study) -> None:
               "its settings queued again", flush=True)
 
 
+def check_precision(study, precision: str) -> None:
+    """A study's trials are comparable only in one precision: a worker that resolves another one is refused."""
+    made = study.user_attrs.get("precision")
+    if made is not None and made != precision:
+        raise PipelineError(f"study {study.study_name} runs its trials in {made}, this worker resolves --precision to "
+                            f"{precision}: pass PRECISION={made}, or delete the study storage and re-run make tune")
+
+
 def create(cfg: TuneConfig, storage) -> None:
     import optuna
 
@@ -274,7 +285,9 @@ def create(cfg: TuneConfig, storage) -> None:
                 study.set_user_attr("method_file", method_file_hash(name))
                 study.set_user_attr("budget", cfg.budget)
                 study.set_user_attr("tree", tree_id(cfg, track))
+                study.set_user_attr("precision", ucfg.precision)  # every trial of a study runs in this precision
             check_tree(study, cfg, track)
+            check_precision(study, ucfg.precision)
             if not cfg.storage:
                 requeue_orphans(study)
             print(f"[tune] study {study.study_name}: {len(study.get_trials(deepcopy=False))} trial(s) so far", flush=True)
@@ -303,6 +316,7 @@ def work(cfg: TuneConfig, storage, device: str) -> None:
                 raise PipelineError(f"common/methods/{name}.py changed since its study was created: delete the study "
                                     f"storage ({storage_kind(cfg)}) and re-run make tune")
             check_tree(study, cfg, track)
+            check_precision(study, tuned_settings_cfg(cfg, track).precision)
             if len(complete_trials(study)) >= cfg.trials:
                 continue
             problem = problem or Problem(cfg, track, device)  # loaded once per track, only when there is work
@@ -361,6 +375,8 @@ def collect(cfg: TuneConfig, storage) -> None:
                 settings={k: v for k, v in best.params.items()},
                 tuned_for=dict(method_file=study.user_attrs.get("method_file"), profile=cfg.profile,
                                data=prep["data_hash"]),
+                # the precision the trials ran in: a run in another one still uses the entry, and says so
+                precision=study.user_attrs.get("precision"),
                 study=dict(name=study.study_name, trials=cfg.trials, complete=len(done), best_trial=best.number,
                            objective=round(best.value, 3), parts=best.user_attrs.get("parts"),
                            figures=best.user_attrs.get("figures"), gold=study.user_attrs.get("gold"),
@@ -396,7 +412,7 @@ def main() -> None:
     if cfg.trials < 1 or cfg.budget <= 0 or cfg.retain_rows < 1 or cfg.forget_rows < 1:
         raise PipelineError("--trials, --budget, --retain-rows and --forget-rows must be positive")
     names_of(cfg)
-    device = resolve_device(cfg.device)
+    device = resolve_runtime(cfg)
     set_seed(cfg.seed)
     try:
         import optuna  # noqa: F401

@@ -514,7 +514,12 @@ def apply_tuned(cfg, track: str, registry: dict, prep: dict, splits: dict) -> di
         for k, v in entry["settings"].items():
             if k not in overridden:
                 setattr(cfg, f"{name}_{k}", _cast(v, getattr(cfg, f"{name}_{k}")))
-        out[name] = dict(status="tuned", settings=entry["settings"], overridden=overridden, **summary)
+        # tuned in another precision: still used (the settings are the same search's best), and the report says so
+        tuned_in = entry.get("precision")
+        precision = dict(tuned_precision=tuned_in, precision_differs=tuned_in is not None and tuned_in != cfg.precision)
+        out[name] = dict(status="tuned", settings=entry["settings"], overridden=overridden, **precision, **summary)
         print(f"tuned settings of {name} ({track}, {path.name}): " + ", ".join(
-            f"{k}={getattr(cfg, f'{name}_{k}')!r}" for k in entry["settings"]), flush=True)
+            f"{k}={getattr(cfg, f'{name}_{k}')!r}" for k in entry["settings"])
+            + (f" (tuned in {tuned_in}, this run is {cfg.precision})" if precision["precision_differs"] else ""),
+            flush=True)
     return out

@@ -59,7 +59,7 @@ def commands(tree: Path, copy: Path, cache: Path, methods: str) -> dict[str, lis
     def base(stage: str) -> list[str]:
         c = conf[stage]
         return [sys.executable, str(REPO / f"{stage}.py"), "--profile", c["profile"], "--results", str(copy),
-                "--device", c["device"], "--seed", str(c["seed"]), "--wandb", "0"]
+                "--device", c["device"], "--seed", str(c["seed"]), "--wandb", "0", "--precision", c.get("precision", "auto")]
     c1, c2, c5 = (conf[s] for s in STAGES)
     return {"01_prepare_data": base("01_prepare_data") + [
                 "--source", c1["source"], "--data-dir", c1["data_dir"], "--cache-dir", str(cache),

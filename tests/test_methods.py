@@ -53,7 +53,7 @@ TRACKS = {
 def config(track: str, **fields):
     """The driver's config class for `track` (every method's settings as fields), tiny batches and epochs."""
     cls = with_method_settings(TRACKS[track]["cfg"], track, METHODS)
-    tiny = dict(device="cpu", amp=False, gan_steps=3, gan_batch_size=8, gan_critic_warmup=2, gan_n_critic=2,
+    tiny = dict(device="cpu", precision="fp32", gan_steps=3, gan_batch_size=8, gan_critic_warmup=2, gan_n_critic=2,
                 retain_only_steps=3, retain_only_batch_size=8,
                 ssd_alpha=1.0)  # tiny models: at the official 10 (or 5) SSD selects no weight at all
     for name, mod in METHODS.items():

@@ -66,7 +66,7 @@ def make_ctx(make_model=TinyConvNet, seed=0, method=None, **cfg):
     labels = torch.arange(N) % C
     teacher = make_model().eval().requires_grad_(False)
     model = copy.deepcopy(teacher).requires_grad_(True)
-    config = Config(**{**dict(device="cpu", amp=False, seed=seed), **cfg})
+    config = Config(**{**dict(device="cpu", precision="fp32", seed=seed), **cfg})
     ctx = Ctx(track="resnet", images=images, labels=labels, forget=torch.arange(N_FORGET),
               retain=torch.arange(N_FORGET, N), unseen=(images[:4], labels[:4]), teacher=teacher,
               fresh_model=make_model, num_classes=C, train_transform=lambda x: x.float() / 255,

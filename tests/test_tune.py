@@ -82,9 +82,10 @@ def test_tuning_problem_rejects_the_reported_class(run_stage, tmp_path, kaggle_d
 
 
 # ------------------------------------------------------------------------------------------ tuned settings
-def _tuned_file(tmp_path, track="resnet", data="abc", forget_class=1, forget_rows=(), settings=None):
+def _tuned_file(tmp_path, track="resnet", data="abc", forget_class=1, forget_rows=(), settings=None,
+                precision="fp32"):
     settings = settings or {"lr": 0.0123, "epochs": 3}
-    entry = dict(settings=settings, tuned_for=dict(method_file=method_file_hash("finetune"), profile="cpu", data=data),
+    entry = dict(settings=settings, precision=precision, tuned_for=dict(method_file=method_file_hash("finetune"), profile="cpu", data=data),
                  study=dict(trials=12, objective=1.0, default_objective=2.0, best_trial=4, cost_pct_of_gold=120.0,
                             tuning="t", command="make tune"))
     problem = dict(forget_class=forget_class if track == "vit" else None, forget_rows=list(forget_rows))
@@ -118,6 +119,16 @@ def test_tuned_settings_are_used_only_where_current(tmp_path):
     cfg = _cfg("resnet", d, "--settings", "official")
     prov = apply_tuned(cfg, "resnet", METHODS, {"data_hash": "abc", "forget_class": 0}, splits)
     assert prov["finetune"]["status"] == "official" and cfg.finetune_lr == 0.01
+
+
+def test_an_entry_tuned_in_another_precision_is_used_and_says_so(tmp_path):
+    splits = {"sample_forget": torch.tensor([1, 2, 3])}
+    d = _tuned_file(tmp_path, data="abc", forget_rows=[7, 8], precision="fp32")
+    for run, differs in (("fp32", False), ("bf16", True)):
+        cfg = _cfg("resnet", d, "--precision", run)
+        prov = apply_tuned(cfg, "resnet", METHODS, {"data_hash": "abc", "forget_class": 0}, splits)["finetune"]
+        assert prov["status"] == "tuned" and cfg.finetune_lr == 0.0123  # used either way
+        assert prov["tuned_precision"] == "fp32" and prov["precision_differs"] is differs
 
 
 def test_reported_problem_equal_to_the_tuning_one_is_rejected(tmp_path):

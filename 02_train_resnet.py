@@ -55,7 +55,6 @@ from common.seed import GOLD_2_SEED_OFFSET, set_seed
 from common.train import cross_entropy_loss, split_logits, train_epoch
 
 STAGE = "02_train_resnet"
-MODEL_ARGS = dict(num_classes=10)
 
 
 def check_config(cfg: ResNetConfig) -> None:
@@ -88,12 +87,16 @@ def eval_logits(model, data: dict, split: str, cfg: ResNetConfig, device: str, r
                         device, rows={split: rows} if rows is not None else None)[split]
 
 
+def model_args(cfg: ResNetConfig) -> dict:
+    return dict(num_classes=10, width=cfg.width)
+
+
 def train_model(name: str, rows: torch.Tensor, seed: int, data: dict, splits: dict, cfg: ResNetConfig,
                 device: str, log: RunLog) -> tuple[torch.nn.Module, list, float, torch.Tensor]:
     """Train one model on the train rows `rows` with the training seed `seed` (initial weights, batch order and
     augmentation stream); returns (model, history, seconds of the training passes, units = images trained x 3)."""
     torch.manual_seed(seed)
-    model = build_model(RESNET, **MODEL_ARGS)  # original and gold: the same seed, so the same initial weights
+    model = build_model(RESNET, **model_args(cfg))  # original and gold: the same seed, so the same initial weights
     model = model.to(device, memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)
     steps = num_batches(len(rows), cfg.batch_size, drop_last=True)
     if steps < 1:
@@ -152,7 +155,7 @@ def main() -> None:
         model, history, seconds, units = train_model(name, rows, seed, data, splits, cfg, device, log)
         logits[name] = {"train": eval_logits(model, data, "train", cfg, device, rows=rows_all),  # NaN off the pool
                         "test": eval_logits(model, data, "test", cfg, device)}
-        save_checkpoint(out / f"{name}.pt", model, RESNET, MODEL_ARGS, config_dict(cfg), trained_on=name)
+        save_checkpoint(out / f"{name}.pt", model, RESNET, model_args(cfg), config_dict(cfg), trained_on=name)
         save_logits(logits_path(cfg.results, STAGE, name), logits[name]["train"], logits[name]["test"])
         outputs += [out / f"{name}.pt", logits_path(cfg.results, STAGE, name)]
         models[name] = dict(seconds=seconds, units=units, history=history)

@@ -177,7 +177,7 @@ def bench_track(track: str, images, labels, args, device: str, precision: str, l
         torch.manual_seed(0)
         ours = Runner(make(track == "resnet"), lambda: batches(x_dev, y_dev, None, bs, ours_tf[train], device,
                       shuffle=True, drop_last=True, generator=gen), device, train and precision == "bf16", train)
-        flop = flop_per_image(make(False), next(iter(batches(x_dev, y_dev, None, bs, ours_tf[train], device))), train)
+        flop = flop_per_image(make(False), next(iter(batches(x_dev, y_dev, None, bs, ours_tf[train], device)))[0], train)
         torch.manual_seed(0)  # same initial weights; fp32 and the default memory format, as the references run
         ref = Runner(make(False), lambda: reference_loader(images, labels, ref_tf[train], bs), device, False, train)
         for r in (ours, ref):

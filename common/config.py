@@ -81,6 +81,7 @@ class ResNetConfig(Common):
     norm: str = "reference_b"  # input normalisation: reference_b (std 0.2023, 0.1994, 0.2010) | cifar (true std)
     augment: bool = True  # random crop 32 (4 px padding) + horizontal flip, as reference B's transform
     channels_last: bool = True
+    width: int = 64  # layer1's channels: 64 = ResNet-18 (every profile but smoke, which runs the same code at 16)
     train_gold: bool = True  # also retrain on sample_retain (the reference for every unlearning number)
     noise_gold: bool = False  # also train `gold_2`: gold's recipe with training seed + 10000 (gold vs gold: the noise floor, the equivalence check)
 
@@ -196,8 +197,9 @@ PRESETS: dict[type, dict[str, dict]] = {
         "paper": dict(forget_size=64),  # reference B: the forget set is one batch of 64 random training images
     },
     ResNetConfig: {
+        # width 16: 1/16 of ResNet-18's FLOPs, so the smoke ResNet stages, tuning trials and audit take seconds
         "smoke": dict(epochs=1, batch_size=32, optimizer="sgd", schedule="onecycle", lr=0.05, weight_decay=5e-4,
-                      norm="cifar"),
+                      norm="cifar", width=16),
         # The project's cpu recipe (not reference B's: B's constant-lr Adam needs its 10 epochs, and its own code
         # took 1,015 s per model for 66.0 % on the real subset here): SGD + Nesterov, one-cycle to lr 0.05, batch 64
         # (43.1 % test after 2 epochs vs 33.3 % for batch 128 at lr 0.1). Chosen so that `original` measurably

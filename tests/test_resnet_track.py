@@ -144,6 +144,21 @@ def test_resnet18_cifar_stem_keeps_32px():
     assert seen["layer1"] == (2, 64, 32, 32)  # no downsampling before layer1
 
 
+def test_narrow_resnet_is_the_same_architecture_at_a_quarter_of_the_channels():
+    from torch.utils.flop_counter import FlopCounterMode
+
+    full, narrow = resnet18_cifar(10).eval(), resnet18_cifar(10, width=16).eval()
+    assert [type(m) for m in full.modules()] == [type(m) for m in narrow.modules()]  # same layers, same order
+    x = torch.randn(1, 3, 32, 32)
+    flops = []
+    for m in (full, narrow):
+        with torch.no_grad(), FlopCounterMode(display=False) as c:
+            assert m(x).shape == (1, 10)
+        flops.append(c.get_total_flops())
+    assert 14 < flops[0] / flops[1] < 18  # ~(64 / 16)^2
+    assert narrow.fc.in_features == 128 and narrow.layer4[1].conv2.out_channels == 128
+
+
 # ----------------------------------------------------------------------------------------- augmentation
 def test_random_crop_flip_values_come_from_the_padded_image():
     torch.manual_seed(0)

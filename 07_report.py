@@ -75,7 +75,7 @@ GAP_KEYS = {"vit": ("acc_forget_train", "acc_retain_train", "acc_test_retain"),
 FORGET_KEY = {"vit": "acc_forget_train", "resnet": "acc_forget"}
 REFS = ("original", "gold")
 UNLEARN_STAGE = {"vit": "04_unlearn_vit", "resnet": "05_unlearn_gan"}  # where each track's methods, curve live
-DROP = ("history", "grid", "vs_gold", "logits", "settings", "settings_from")  # per-model fields no table shows
+DROP = ("history", "grid", "vs_gold", "logits", "settings", "settings_from", "schedule")  # per-model fields no table shows
 NO_GAP = ("seconds", "rte_pct_of_gold", "avg_gap", "pct_of_gold", "units")  # costs and Avg Gap: no gap to gold
 
 
@@ -141,16 +141,20 @@ def track_tables(m: dict) -> dict[str, pd.DataFrame]:
     return {t: pd.DataFrame.from_dict(r, orient="index") for t, r in rows.items() if r}
 
 
+STATUS_FLAGS = (("over_budget", "over budget"), ("cut", "cut"), ("phases_dropped", "phases dropped"))
+
+
 def status(row: pd.Series) -> str:
     """'over budget' (an indivisible pass exceeded the budget and ran in full), 'cut' (the budget stopped the method
-    before its schedule ended), both, or ''."""
-    return ", ".join(name for key, name in (("over_budget", "over budget"), ("cut", "cut")) if row.get(key) in (True, 1))
+    before its schedule ended), 'phases dropped' (the budget bought fewer steps than its schedule has phases, so some
+    phases got none: common.unlearn.lay_out), any of them, or ''."""
+    return ", ".join(name for key, name in STATUS_FLAGS if row.get(key) in (True, 1))
 
 
 def add_summaries(track: str, df: pd.DataFrame) -> pd.DataFrame:
     """Avg Gap to gold (%), compute (% of gold's counted units), status and RTE (% of gold's training wall time) for
     every model; methods sorted by Avg Gap."""
-    if {"cut", "over_budget"} & set(df.columns):
+    if {"cut", "over_budget", "phases_dropped"} & set(df.columns):
         df["status"] = [status(df.loc[i]) for i in df.index]
     if "gold" not in df.index:
         return df
@@ -358,7 +362,7 @@ def agg_status(per_seed: dict, model: str) -> str:
     'over budget'."""
     rows = [df.loc[model] for df in per_seed.values() if model in df.index]
     marks = []
-    for key, name in (("over_budget", "over budget"), ("cut", "cut")):
+    for key, name in STATUS_FLAGS:
         k = sum(r.get(key) in (True, 1) for r in rows)
         if k:
             marks.append(name if k == len(rows) else f"{name} ({k}/{len(rows)} seeds)")
@@ -372,7 +376,7 @@ def aggregate_track(per_seed: dict, track: str, floor: pd.Series | None = None) 
                               + VIT_EXTRA + PAST_HEAD + ATTACK_COLS if any(c in df.columns for df in per_seed.values())))
     floor = track_floor(per_seed, track, cols) if floor is None else floor
     agg = aggregate(per_seed, cols, floor)
-    if any({"cut", "over_budget"} & set(df.columns) for df in per_seed.values()):
+    if any({"cut", "over_budget", "phases_dropped"} & set(df.columns) for df in per_seed.values()):
         agg["status"] = [agg_status(per_seed, m) for m in agg.index]
     refs = [r for r in (*REFS, "gold_2") if r in agg.index]
     rest = agg.drop(index=refs)

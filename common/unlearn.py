@@ -35,6 +35,7 @@ from common.data import batches
 from common.io import PipelineError
 
 BN_POLICIES = ("train", "eval")
+AUGMENT = ("as_trained", "none")  # a method's `augment` setting (Ctx.train_inputs)
 
 
 class Budget:
@@ -49,6 +50,7 @@ class Budget:
         self.cut = self.over = False
         self.marks = sorted(m for m in (marks or []) if m < self.limit)
         self.on_mark = on_mark
+        self.schedule = None  # fit_phases: how the official schedule was laid over the budget
         self.model, self.buffers = None, {}
         self.t0 = time.perf_counter()
 
@@ -158,18 +160,37 @@ class Ctx:
 
     # ------------------------------------------------------------------------------------------- batches
     def loader(self, rows: torch.Tensor, batch_size: int, train: bool = True) -> Iterator:
-        """One shuffled pass over `rows` in full batches (the last, incomplete batch is dropped, as the original's
-        training did; a set smaller than one batch is one batch)."""
-        return batches(self.images, self.labels, rows, batch_size, self.train_transform if train else self.eval_transform,
-                       self.device, shuffle=True, drop_last=len(rows) >= batch_size, generator=self.gen)
+        """One shuffled pass over `rows`, the last partial batch included, as every official loader has it (torch
+        DataLoader's drop_last=False). One exception: a last batch of a single row is left out, since BatchNorm cannot
+        train on one image (torch raises); `steps_per_pass` counts the same batches. `train`: the method's training
+        inputs (`augment` setting: the original's training transform, or none), else eval inputs."""
+        rows = rows[:len(rows) - 1] if len(rows) > 1 and len(rows) % batch_size == 1 else rows
+        tf = self.train_inputs() if train else self.eval_transform
+        return batches(self.images, self.labels, rows, batch_size, tf, self.device, shuffle=True, generator=self.gen)
+
+    def train_inputs(self) -> Callable:
+        """The running method's training inputs by its `augment` setting: "as_trained" = the original's training
+        transform (augmentation only if the original had it), "none" = eval inputs (the official code of SCRUB,
+        NegGrad+ and Bad Teacher trains on un-augmented data)."""
+        return self.train_transform if getattr(self.s, "augment", "as_trained") == "as_trained" else self.eval_transform
 
     def endless(self, rows: torch.Tensor, batch_size: int, train: bool = True) -> Iterator:
         """Batches of `rows`, reshuffled on every pass, forever (a persistent iterator, as reference A's retain)."""
         while True:
             yield from self.loader(rows, batch_size, train)
 
+    def replay(self, rows: torch.Tensor, batch_size: int, train: bool = True) -> Iterator:
+        """One shuffled pass over `rows`, then that same pass again and again: the batches of itertools.cycle over a
+        loader (its first pass replayed, same rows in the same order; augmentation, if any, is drawn anew)."""
+        rows = rows[:len(rows) - 1] if len(rows) > 1 and len(rows) % batch_size == 1 else rows
+        order = rows[torch.randperm(len(rows), generator=self.gen).to(rows.device)]
+        tf = self.train_inputs() if train else self.eval_transform
+        while True:
+            yield from batches(self.images, self.labels, order, batch_size, tf, self.device)
+
     def steps_per_pass(self, rows: torch.Tensor, batch_size: int) -> int:
-        return max(len(rows) // batch_size, 1)
+        n = len(rows) - (1 if len(rows) > 1 and len(rows) % batch_size == 1 else 0)
+        return max(math.ceil(n / batch_size), 1)
 
     def scan(self, rows: torch.Tensor, batch_size: int) -> Iterator:
         """Every row once, unshuffled, eval inputs, the last batch kept (importance and saliency passes)."""
@@ -207,26 +228,77 @@ class Ctx:
         return m
 
 
-def fit_phases(ctx: Ctx, phases: list[tuple[int, float]]) -> list[int]:
-    """Lay a method's official schedule over what is left of the budget. `phases` = [(steps, units per step)] in
-    order (e.g. SCRUB: per epoch a max-pass and a min-pass). When the whole schedule fits it is kept; otherwise
-    every phase keeps its share of the steps, steps x left / total, rounded with the remainder carried to the next
-    phase (so the rounding does not leave a share of the budget unused), at least one step for a phase that has
-    any (the commit check still stops the run at the limit). A method that fits stops when its schedule ends."""
+def _allocate(phases: list[tuple[int, float]], M: int) -> list[int]:
+    """M steps over the phases, keeping the schedule's shape (see lay_out)."""
+    nonempty = [i for i, (n, _) in enumerate(phases) if n]
+    out = [0] * len(phases)
+    if M >= len(nonempty):  # each phase its share M x steps / N (cumulative rounding), then at least one step each
+        N, cum, done = sum(n for n, _ in phases), 0, 0
+        for i in nonempty:
+            cum += phases[i][0]
+            upto = math.floor(M * cum / N + 0.5)
+            out[i], done = upto - done, upto
+        for i in nonempty:  # a phase rounded to 0 takes a step from the nearest phase that has more than one
+            if not out[i]:
+                donor = min((j for j in nonempty if out[j] > 1), key=lambda j: (abs(j - i), -j))
+                out[donor] -= 1
+                out[i] = 1
+        return out
+    owner = [i for i, (n, _) in enumerate(phases) for _ in range(n)]  # fewer steps than phases: even picks
+    N = len(owner)
+    for j in ([N - 1] if M == 1 else [round(k * (N - 1) / (M - 1)) for k in range(M)]):
+        out[owner[j]] += 1
+    return out
+
+
+def lay_out(phases: list[tuple[int, float]], left: float) -> list[int]:
+    """The steps of an official schedule that fit `left` units, keeping its shape. `phases` = [(steps, units per
+    step)] in order. The whole schedule when it fits; otherwise the largest number M of steps whose units fit:
+      - M >= the number of phases: each phase gets its share of the M steps (M x its steps / N, cumulative
+        rounding: within one step of it) and at least one, in order, so the schedule ends on its last phase (SalUn
+        and RL on a retain pass, SCRUB on a min pass) and a decay over it (l1-sparse's coefficient) reaches its
+        last value;
+      - M < the number of phases: M steps picked evenly along the schedule, both ends included (M = 1: its last
+        step); the phases between get none (`phases_dropped`, marked in the metrics and the report's status).
+    Returns the steps per phase."""
     total = sum(n * u for n, u in phases)
-    left = ctx.budget.left()
     if total <= left:
         return [n for n, _ in phases]
-    f, carry, out = left / total, 0.0, []
-    for n, _ in phases:
-        if not n:
-            out.append(0)
-            continue
-        share = n * f + carry
-        k = max(1, math.floor(share + 1e-9))
-        carry = share - k
-        out.append(k)
-    return out
+    N = sum(n for n, _ in phases)
+    for M in range(N, 0, -1):
+        out = _allocate(phases, M)
+        if sum(k * u for k, (_, u) in zip(out, phases)) <= left:
+            return out
+    return [0] * len(phases)
+
+
+def phases_dropped(phases: list[tuple[int, float]], counts: list[int]) -> int:
+    """Phases of the official schedule with steps that the budget left without any."""
+    return sum(1 for (n, _), k in zip(phases, counts) if n and not k)
+
+
+def fit_phases(ctx: Ctx, phases: list[tuple[int, float]], names: list[str] | None = None) -> list[int]:
+    """Lay a method's official schedule over what is left of the budget (`lay_out`) and record what was run in
+    `ctx.budget.schedule` (the run's metrics: official and run steps, phases dropped, the phase sequence as
+    [name, steps] runs when `names` gives each phase's name)."""
+    counts = lay_out(phases, ctx.budget.left())
+    dropped = phases_dropped(phases, counts)
+    info = dict(official_steps=sum(n for n, _ in phases), planned_steps=sum(counts),
+                phases=sum(1 for n, _ in phases if n), phases_dropped=dropped,
+                shape="official" if counts == [n for n, _ in phases] else ("thinned" if not dropped else "phases dropped"))
+    if names is not None:
+        seq: list[list] = []
+        for name, k in zip(names, counts):
+            if k:
+                if seq and seq[-1][0] == name:
+                    seq[-1][1] += k
+                else:
+                    seq.append([name, k])
+        info["sequence"] = seq
+    ctx.budget.schedule = info
+    if info["official_steps"] and not info["planned_steps"]:  # not one step fits: the budget stopped it at once
+        ctx.budget.cut = True
+    return counts
 
 
 # ------------------------------------------------------------------------------------------------- settings
@@ -247,6 +319,8 @@ def check_config(cfg, registry: dict) -> list[str]:
     names = chosen_methods(cfg.methods, registry)
     for name in registry:
         for k, v in vars(settings_of(cfg, name, registry)).items():
+            if k == "augment" and v not in AUGMENT:
+                raise PipelineError(f"--{name}-augment {v!r}: use one of {', '.join(AUGMENT)}".replace("_", "-", 1))
             if isinstance(v, (int, float)) and not isinstance(v, bool) and v < 0:
                 raise PipelineError(f"--{name}-{k}".replace("_", "-") + f" must be >= 0, not {v}")
             if (k == "batch_size" or k.endswith("_batch_size") or k.endswith("steps") and k != "stage1_steps") \
@@ -299,7 +373,9 @@ def _run_once(name: str, registry: dict, model: nn.Module, initial: dict, ctx: C
             h.remove()
         ctx.hooks = []
     b = ctx.budget
+    sched = b.schedule or {}
     return dict(units=int(b.spent), steps=b.steps, cut=b.cut, over_budget=b.over, seconds=round(b.elapsed(), 3),
+                **({"schedule": sched, "phases_dropped": sched["phases_dropped"] > 0} if sched else {}),
                 history=history)
 
 

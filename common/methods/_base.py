@@ -27,9 +27,10 @@ from common.models import autocast
 from common.unlearn import Ctx
 
 
-def forward(model: nn.Module, x: torch.Tensor, ctx: Ctx) -> torch.Tensor:
-    """Logits in float32 (bf16 autocast inside when `amp`)."""
-    with autocast(ctx.device, ctx.cfg.amp):
+def forward(model: nn.Module, x: torch.Tensor, ctx: Ctx, fp32: bool = False) -> torch.Tensor:
+    """Logits in float32 (bf16 autocast inside when the run's precision is bf16, unless `fp32`: passes whose
+    gradients are compared or ranked, as SSD's importances and SalUn's saliency, run in fp32 as their official code)."""
+    with autocast(ctx.device, ctx.cfg.amp and not fp32):
         return model(x).float()
 
 

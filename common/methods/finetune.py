@@ -14,7 +14,7 @@ from common.methods._base import ce_terms, epoch_passes
 
 KIND = "reference"
 SOURCE = "official defaults: OPTML-Group/Unlearn-Sparse unlearn/FT.py + arg_parser.py"
-SETTINGS = dict(lr=0.01, epochs=10, batch_size=256, momentum=0.9, weight_decay=5e-4)
+SETTINGS = dict(augment="as_trained", lr=0.01, epochs=10, batch_size=256, momentum=0.9, weight_decay=5e-4)
 PRESETS = {
     "vit/paper": dict(lr=1e-4, epochs=5, batch_size=64, weight_decay=0.0),  # reference A's code
     "smoke": dict(epochs=1, batch_size=32),

@@ -24,7 +24,7 @@ from common.methods._gan import Critic, critic_step, sorted_softmax
 
 KIND = "literature"
 SOURCE = "the project's variant of reference B (measured deviations in common/methods/gan.py)"
-SETTINGS = dict(lr=1e-4, lr_d=1e-3, steps=40, batch_size=128, n_critic=5, critic_warmup=100, lambda_gp=10.0,
+SETTINGS = dict(augment="as_trained", lr=1e-4, lr_d=1e-3, steps=40, batch_size=128, n_critic=5, critic_warmup=100, lambda_gp=10.0,
                 lambda_retain=1.0, critic_hidden=64)
 PRESETS = {"smoke": dict(steps=2, batch_size=16, critic_warmup=5, n_critic=2)}
 SEARCH_SPACE = dict(lr=("log", 1e-5, 1e-3), steps=("int", 10, 200), lambda_retain=("float", 0.0, 2.0))

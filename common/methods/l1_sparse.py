@@ -9,8 +9,9 @@ no l1-free epochs, train mode; gamma_e = alpha x (1 - e / epochs) for 0-based ep
 1e-4 is what CIFAR-10 scripts built on this code run (e.g. JingWu321/Scissorhands Classification/sh/
 main_0.2_cifar10.sh: --alpha 0.0001 --unlearn_lr 0.01). Not verified against the paper; SEARCH_SPACE spans it.
 Cost: 3 x batch units per step (the l1 norm's cost is not counted: no image passes).
-Schedule: budget: the epochs are laid out over the steps the budget allows, so the decay reaches its last epoch at
-the budget (`fit_phases`).
+Schedule: budget: the epochs' steps are laid out evenly over the steps the budget allows, so the coefficient
+follows the official decay and reaches its last epoch's value at the budget (`fit_phases`; `schedule.last_l1_coef`
+in the metrics).
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from common.unlearn import fit_phases
 
 KIND = "literature"
 SOURCE = "official defaults: OPTML-Group/Unlearn-Sparse unlearn/FT.py FT_l1 + README (alpha: see file)"
-SETTINGS = dict(lr=0.01, epochs=10, batch_size=256, momentum=0.9, weight_decay=5e-4, alpha=1e-4)
+SETTINGS = dict(augment="as_trained", lr=0.01, epochs=10, batch_size=256, momentum=0.9, weight_decay=5e-4, alpha=1e-4)
 PRESETS = {"smoke": dict(epochs=1, batch_size=32)}
 SEARCH_SPACE = dict(lr=("log", 1e-3, 1e-1), epochs=("int", 1, 10), alpha=("log", 1e-6, 1e-3))
 SCHEDULE = "budget"
@@ -42,14 +43,18 @@ def run(model, ctx) -> list[dict]:
     params = [p for p in model.parameters() if p.requires_grad]
     opt = ctx.sgd(params)
     per_epoch = ctx.steps_per_pass(ctx.retain, s.batch_size)
-    counts = fit_phases(ctx, [(per_epoch, units_per_step(s, ctx))] * s.epochs)
+    counts = fit_phases(ctx, [(per_epoch, units_per_step(s, ctx))] * s.epochs,
+                        names=[f"epoch {e}" for e in range(1, s.epochs + 1)])
     retain_it = ctx.endless(ctx.retain, s.batch_size)
     ctx.set_mode(model)
     history = []
     for epoch, n in enumerate(counts, start=1):
         if ctx.out_of_budget():
             break
+        if not n:  # an epoch the budget left without steps (the schedule is thinned evenly, fit_phases)
+            continue
         coef = l1_coefficient(s.alpha, epoch - 1, s.epochs)
+        ctx.budget.schedule["last_l1_coef"] = coef  # the coefficient of the last epoch with steps
 
         def terms(batch):
             x, y = batch

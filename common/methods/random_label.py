@@ -22,7 +22,7 @@ from common.unlearn import fit_phases
 
 KIND = "literature"
 SOURCE = "official defaults: OPTML-Group/Unlearn-Saliency Classification/unlearn/RL.py + arg_parser.py"
-SETTINGS = dict(lr=0.01, epochs=10, batch_size=256, momentum=0.9, weight_decay=5e-4, mixed=False)
+SETTINGS = dict(augment="as_trained", lr=0.01, epochs=10, batch_size=256, momentum=0.9, weight_decay=5e-4, mixed=False)
 PRESETS = {"smoke": dict(epochs=1, batch_size=32)}
 SEARCH_SPACE = dict(lr=("log", 1e-3, 1e-1), epochs=("int", 1, 10))
 SCHEDULE = "budget"
@@ -56,7 +56,8 @@ def random_label_passes(model, ctx, opt, after_step=None) -> list[dict]:
     if s.mixed:  # one pass over forget + retain, forget rows relabelled (their labels swapped in per pass)
         rows = torch.cat([ctx.forget, ctx.retain])
         per_epoch = ctx.steps_per_pass(rows, s.batch_size)
-        counts = fit_phases(ctx, [(per_epoch, 3 * min(s.batch_size, len(rows)))] * s.epochs)
+        counts = fit_phases(ctx, [(per_epoch, 3 * min(s.batch_size, len(rows)))] * s.epochs,
+                            names=["forget + retain"] * s.epochs)
         for epoch, n in enumerate(counts, start=1):
             if ctx.out_of_budget():
                 break
@@ -67,7 +68,8 @@ def random_label_passes(model, ctx, opt, after_step=None) -> list[dict]:
             history.append(epoch_row(epoch, n, stats))
         return history
     nf, nr = ctx.steps_per_pass(ctx.forget, s.batch_size), ctx.steps_per_pass(ctx.retain, s.batch_size)
-    counts = fit_phases(ctx, [(nf, 3 * min(s.batch_size, len(ctx.forget))), (nr, units_per_step(s, ctx))] * s.epochs)
+    counts = fit_phases(ctx, [(nf, 3 * min(s.batch_size, len(ctx.forget))), (nr, units_per_step(s, ctx))] * s.epochs,
+                        names=["forget", "retain"] * s.epochs)
     forget_it, retain_it = ctx.endless(ctx.forget, s.batch_size), ctx.endless(ctx.retain, s.batch_size)
     for epoch in range(1, s.epochs + 1):
         if ctx.out_of_budget():

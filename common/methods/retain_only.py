@@ -16,7 +16,7 @@ from common.methods._base import forward
 
 KIND = "control"
 SOURCE = "control: gan's retain steps alone (gan's settings)"
-SETTINGS = {k: gan.SETTINGS[k] for k in ("lr", "steps", "batch_size", "lambda_retain")}
+SETTINGS = {k: gan.SETTINGS[k] for k in ("augment", "lr", "steps", "batch_size", "lambda_retain")}
 PRESETS = {"smoke": {k: v for k, v in gan.PRESETS["smoke"].items() if k in SETTINGS}}
 SEARCH_SPACE = {k: v for k, v in gan.SEARCH_SPACE.items() if k in SETTINGS}
 SCHEDULE = "fixed"

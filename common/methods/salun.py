@@ -24,7 +24,7 @@ from common.methods.random_label import random_label_passes
 
 KIND = "literature"
 SOURCE = "official defaults: OPTML-Group/Unlearn-Saliency Classification/generate_mask.py, unlearn/RL.py, README"
-SETTINGS = dict(lr=0.013, epochs=10, batch_size=256, momentum=0.9, weight_decay=5e-4, fraction=0.5, mixed=False)
+SETTINGS = dict(augment="as_trained", lr=0.013, epochs=10, batch_size=256, momentum=0.9, weight_decay=5e-4, fraction=0.5, mixed=False)
 PRESETS = {"smoke": dict(epochs=1, batch_size=32)}
 SEARCH_SPACE = dict(lr=("log", 1e-3, 1e-1), epochs=("int", 1, 10), fraction=("float", 0.1, 0.9))
 SCHEDULE = "budget"
@@ -35,13 +35,14 @@ def units_per_step(s, ctx) -> int:  # a retain step, as random_label
 
 
 def saliency_mask(model, ctx, fraction: float) -> dict[str, torch.Tensor]:
-    """{parameter name: bool mask}: the int(fraction x #weights) weights of largest |summed forget-CE gradient|."""
+    """{parameter name: bool mask}: the int(fraction x #weights) weights of largest |summed forget-CE gradient|,
+    computed in fp32 whatever the run's precision (a global top-k over gradients; the official code runs fp32)."""
     model.eval()
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     grad_sum = [torch.zeros_like(p) for _, p in named]
-    for x, y in batches(ctx.images, ctx.labels, ctx.forget, ctx.s.batch_size, ctx.train_transform, ctx.device,
+    for x, y in batches(ctx.images, ctx.labels, ctx.forget, ctx.s.batch_size, ctx.train_inputs(), ctx.device,
                         shuffle=True, generator=ctx.gen):
-        grads = torch.autograd.grad(F.cross_entropy(forward(model, x, ctx), y), [p for _, p in named],
+        grads = torch.autograd.grad(F.cross_entropy(forward(model, x, ctx, fp32=True), y), [p for _, p in named],
                                     allow_unused=True)
         for acc, g in zip(grad_sum, grads):
             if g is not None:

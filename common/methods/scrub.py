@@ -6,11 +6,13 @@ optimiser for both; lr x 0.1 for each of the decay epochs (3, 5, 9) an epoch exc
 Official defaults: meghdadk/SCRUB, `train_distill` in thirdparty/repdistiller/helper/loops.py, settings of
 large_scale_unlearning.ipynb (CIFAR-10 ResNet-18): SGD lr 5e-4, momentum 0.9, weight decay 5e-4, 3 epochs, msteps
 2, kd_T 4, gamma 0.99, alpha 0.001, forget batch 512, retain batch 256; student in train mode, teacher in eval.
-MIA_experiments.ipynb's values (5 epochs, msteps 3, gamma 1, alpha 0.5, batches 32 / 16) lie inside SEARCH_SPACE.
+MIA_experiments.ipynb's values (5 epochs, msteps 3, gamma 1, alpha 0.5, batches 32 / 16) lie only partly inside
+SEARCH_SPACE: epochs, msteps and alpha do; gamma (fixed at 0.99 here) and the batch sizes (fixed at 256 / 512) are
+not searched.
 Cost: 4 x batch units per step (student forward + backward, teacher forward), max- and min-steps alike.
-Schedule: budget: the epochs' max- and min-passes are laid out over the budget in their official proportions
-(`fit_phases`). The first max-step is its smallest unit of work: when even that does not fit, it is taken anyway
-and the run is marked over budget.
+Schedule: budget: the epochs' max- and min-passes are laid out evenly over the steps the budget allows, in their
+official proportions and order, ending on a min-pass (`fit_phases`). The first max-step is its smallest unit of work:
+when no step fits, it is taken anyway and the run is marked over budget.
 """
 from __future__ import annotations
 
@@ -21,7 +23,8 @@ import torch.nn.functional as F
 
 KIND = "literature"
 SOURCE = "official defaults: meghdadk/SCRUB large_scale_unlearning.ipynb + helper/loops.py train_distill"
-SETTINGS = dict(lr=5e-4, epochs=3, msteps=2, batch_size=256, forget_batch_size=512, momentum=0.9,
+# augment "none": official code: large_scale_unlearning.ipynb / MIA_experiments.ipynb load with augment=False (common.unlearn.Ctx.loader)
+SETTINGS = dict(augment="none", lr=5e-4, epochs=3, msteps=2, batch_size=256, forget_batch_size=512, momentum=0.9,
                 weight_decay=5e-4, temperature=4.0, gamma=0.99, alpha=0.001)
 PRESETS = {"smoke": dict(batch_size=32, forget_batch_size=32)}
 SEARCH_SPACE = dict(lr=("log", 1e-4, 1e-2), epochs=("int", 2, 10), msteps=("int", 1, 3),
@@ -54,7 +57,9 @@ def run(model, ctx) -> list[dict]:
     uf = 4 * min(s.forget_batch_size, len(ctx.forget))
     phases = [(nf if e <= s.msteps else 0, uf) for e in range(1, s.epochs + 1)]
     phases = [p for e in range(s.epochs) for p in (phases[e], (nr, units_per_step(s, ctx)))]
-    counts = fit_phases(ctx, phases)
+    counts = fit_phases(ctx, phases, names=["max", "min"] * s.epochs)
+    if not any(counts) and nf:  # not one step fits: the first max-step, the smallest unit of work, is taken anyway
+        counts[0] = 1
     forget_it, retain_it = ctx.endless(ctx.forget, s.forget_batch_size), ctx.endless(ctx.retain, s.batch_size)
     ctx.set_mode(model)
     history = []

@@ -32,12 +32,13 @@ def units_per_step(s, ctx) -> int:  # the whole pass (SSD takes no step)
 
 
 def importances(model, ctx, rows: torch.Tensor) -> list[torch.Tensor]:
-    """Per parameter (model.parameters() order): the mean over batches of the squared batch-mean-CE gradient."""
+    """Per parameter (model.parameters() order): the mean over batches of the squared batch-mean-CE gradient, in
+    fp32 whatever the run's precision (the ratio test compares them; the official code runs fp32)."""
     params = [p for p in model.parameters() if p.requires_grad]
     imp = [torch.zeros_like(p) for p in params]
     n = 0
     for x, y in ctx.scan(rows, ctx.s.batch_size):
-        grads = torch.autograd.grad(F.cross_entropy(forward(model, x, ctx), y), params, allow_unused=True)
+        grads = torch.autograd.grad(F.cross_entropy(forward(model, x, ctx, fp32=True), y), params, allow_unused=True)
         for i, g in zip(imp, grads):
             if g is not None:
                 i += g.square()

@@ -23,7 +23,7 @@ from common.methods._base import epoch_row, forward
 
 KIND = "reference"
 SOURCE = "reference A's code (../shared/reference/original-settings.md)"
-SETTINGS = dict(lr=1e-4, epochs=5, batch_size=64, momentum=0.9, weight_decay=0.0, tau=1.15, stage1_steps=1)
+SETTINGS = dict(augment="as_trained", lr=1e-4, epochs=5, batch_size=64, momentum=0.9, weight_decay=0.0, tau=1.15, stage1_steps=1)
 PRESETS = {"smoke": dict(epochs=1, batch_size=32)}
 SEARCH_SPACE = dict(lr=("log", 1e-5, 1e-2), epochs=("int", 1, 10), tau=("float", 0.5, 4.0))
 SCHEDULE = "fixed"

@@ -764,3 +764,17 @@ def test_every_optimiser_step_follows_a_budget_commit_that_allowed_it(monkeypatc
         else:
             assert allowed and not refused, "an optimiser step without a budget commit that allowed it"
             allowed = False  # the next step needs its own commit
+
+
+def test_docs_methods_table_states_every_methods_augment_default():
+    """docs/methods.md lists every registered method with the `augment` default its file declares."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "methods.md").read_text()
+    for name, mod in METHODS.items():
+        row = next((line for line in text.splitlines() if line.startswith(f"| `{name}` |")), None)
+        assert row is not None, f"docs/methods.md has no row for {name}"
+        if "augment" in mod.SETTINGS:
+            assert f"| {mod.SETTINGS['augment']} |" in row, f"{name}: augment default not as in its file"
+    for name in ("scrub", "neggrad_plus", "bad_teacher"):  # official code trains on un-augmented data
+        assert METHODS[name].SETTINGS["augment"] == "none"

@@ -593,19 +593,14 @@ def run_audit(trees: dict, cfg, out: Path, results: Path) -> tuple[list[str], di
 
 def build_report(trees: dict, aggs: dict, floors: dict, repro: dict, figs: dict, results: Path, cl: dict,
                  audit: list[str] = ()) -> str:
-    """report.md: header, missing stages, the verdict per track (from the tests), how to read, the summary over
-    seeds (per track: the main table with groups and ranks, ViT's extra and past-the-head figures, attacks, the
-    reproduction, settings), a link to the per-seed tables, the figures."""
+    """report.md, what a reader may conclude first: the verdict per track (from the tests), then one short table per
+    track (Avg Gap with its interval, group letters, rank, compute) and the figures; the detail after, under
+    headings: the run (data, profile, precision, budgets), how to read, per track the full tables (margins, every
+    figure, ViT's extra and past-the-head figures, attacks, the reproduction, settings), the audit, a link to the
+    per-seed tables."""
     first = next(iter(trees.values()))
     seeds = list(trees)
-    lines = header(first["m"], first["path"], seeds)
-    ids = [tree_ids(t) for t in trees.values()]
-    splits, classes = sorted({str(i["split_seed"]) for i in ids}), sorted({str(i["forget_class"]) for i in ids})
-    if len(splits) > 1 or len(classes) > 1:
-        lines.append(f"- Trees: {len(trees)} = training seeds x forget sets (split seeds {', '.join(splits)}; forget "
-                     f"classes {', '.join(classes)}), aggregated like seeds: every spread below includes the choice of "
-                     "forget data (the header's forget class and sizes are the first tree's)")
-    lines.append("")
+    lines = ["# Unlearning report", ""]
     for seed, t in trees.items():
         if t["missing"]:
             lines += [f"## Missing stages (seed {seed})", ""] + t["missing"] + [""]
@@ -614,12 +609,31 @@ def build_report(trees: dict, aggs: dict, floors: dict, repro: dict, figs: dict,
         lines += [f"**{TITLES[track]}**", ""] + cl[track]["lines"] + [""]
         if cl[track]["calibration"]:
             lines += [cl[track]["calibration"], ""]
-    lines += list(audit)
-    lines += [HOW_TO_READ, "", f"## Summary over {len(seeds)} training seed{'s' if len(seeds) > 1 else ''} "
-              f"({', '.join(seeds)})", ""]
     per_track = {track: {s: t["tables"][track] for s, t in trees.items() if track in t["tables"]} for track in aggs}
+    ones = {track: (first["tables"].get(track) if len(seeds) == 1 else None) for track in aggs}
+    lines += [f"## Summary over {len(seeds)} training seed{'s' if len(seeds) > 1 else ''} ({', '.join(seeds)})", "",
+              "Avg Gap to gold (lower is better) with its 95 % interval, the groups that cannot be told apart, the "
+              "rank interval and the counted compute; every figure of every model is under \"Details\" below.", ""]
     for track, agg in aggs.items():
-        c, one = cl[track], (first["tables"].get(track) if len(seeds) == 1 else None)
+        lines += [f"### {TITLES[track]}", ""]
+        if all(caution(track, t["tables"][track]) for t in trees.values() if track in t["tables"]):
+            lines += caution(track, first["tables"][track]) if track in first["tables"] else []
+        lines += [agg_table(agg, ["avg_gap", "pct_of_gold", "status"], NAMES, cl[track]["marks"], ones[track],
+                            cl[track]["comp"]), ""]
+    lines += ["## Figures", ""]
+    for name, path in figs.items():
+        if path is not None and Path(path).is_file():
+            lines += [f"**{name}**", "", f"![{name}]({Path(path).relative_to(results).as_posix()})", ""]
+    lines += ["## Run", ""] + header(first["m"], first["path"], seeds)
+    ids = [tree_ids(t) for t in trees.values()]
+    splits, classes = sorted({str(i["split_seed"]) for i in ids}), sorted({str(i["forget_class"]) for i in ids})
+    if len(splits) > 1 or len(classes) > 1:
+        lines.append(f"- Trees: {len(trees)} = training seeds x forget sets (split seeds {', '.join(splits)}; forget "
+                     f"classes {', '.join(classes)}), aggregated like seeds: every spread below includes the choice of "
+                     "forget data (the header's forget class and sizes are the first tree's)")
+    lines += ["", HOW_TO_READ, "", "## Details per track", ""]
+    for track, agg in aggs.items():
+        c, one = cl[track], ones[track]
         margin = c["margin"].dropna()
         golds = {k: ", ".join(f"{g:.{digits_for(k)}f}" for g in V.values(per_track[track], "gold", k)) for k in margin.index}
         margin_text = (", ".join(f"{NAMES.get(k, k)} ±{v:.{digits_for(k) + (1 if 0 < v < 0.1 else 0)}f} (golds {golds[k]})"
@@ -630,8 +644,6 @@ def build_report(trees: dict, aggs: dict, floors: dict, repro: dict, figs: dict,
                        "; within a tree gold starts from the original's initial weights)") if len(margin) else \
             f"none ({len(seeds)} gold{'s' if len(seeds) != 1 else ''}: at least 3 are needed)"
         lines += [f"### {TITLES[track]}", ""]
-        if all(caution(track, t["tables"][track]) for t in trees.values() if track in t["tables"]):
-            lines += caution(track, first["tables"][track]) if track in first["tables"] else []
         lines += [f"Equivalence margins: {margin_text}.", "",
                   agg_table(agg, ["avg_gap"] + MAIN_COLS[track] + SUMMARY_COLS[1:], NAMES, c["marks"], one, c["comp"]), ""]
         if track == "vit":
@@ -644,18 +656,16 @@ def build_report(trees: dict, aggs: dict, floors: dict, repro: dict, figs: dict,
                           agg_table(agg, PAST_HEAD, NAMES, c["marks"], one), ""]
         attack = [k for k in ATTACK_COLS if k in agg.columns]
         if attack:
-            lines += [agg_table(agg, attack, {k: k.removeprefix("attack_") for k in attack}, None, one), ""]
+            lines += ["Attacks (stage 06):", "",
+                      agg_table(agg, attack, {k: k.removeprefix("attack_") for k in attack}, None, one), ""]
         if track in repro:
             lines += [REPRO_TITLE, "", agg_table(repro[track], MAIN_COLS[track] + REPRO_COLS, NAMES), ""]
         lines += settings_lines(first["m"], track)
+    lines += list(audit)
     lines += ["Per-seed tables (each seed's values with row-bootstrap intervals): "
               "[07_report/per_seed.md](07_report/per_seed.md).", "",
               "Units: accuracy in %, compute in % of gold's training cost (counted units), entropy in nats, JS "
-              "distance natural log, RTE in seconds of wall time; attack AUC/TPR/FNR/MIA-efficacy as fractions.", "",
-              "## Figures", ""]
-    for name, path in figs.items():
-        if path is not None and Path(path).is_file():
-            lines += [f"**{name}**", "", f"![{name}]({Path(path).relative_to(results).as_posix()})", ""]
+              "distance natural log, RTE in seconds of wall time; attack AUC/TPR/FNR/MIA-efficacy as fractions."]
     return "\n".join(lines) + "\n"
 
 

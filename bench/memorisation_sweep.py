@@ -68,12 +68,14 @@ def ci(pair) -> str:
 def table(rows: list[dict]) -> str:
     """Markdown: one row per (variant, seed)."""
     head = ("| variant | seed | precision | original fit % | gold fit % | original forget % | gold forget % | "
-            "loss AUC original | loss AUC gold | val % original | gold s |\n|---|---|---|---|---|---|---|---|---|---|---|")
+            "forget gap [95 %] | loss AUC original | loss AUC gold | val % original | gold s |\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|---|")
     lines = [head]
     for r in rows:
         o, g = r["original"], r["gold"]
         lines.append(f"| {r['variant'] or '(profile)'} | {r['seed']} | {r['precision']} | {o['fit_acc']:.1f} | "
                      f"{g['fit_acc']:.1f} | {o['forget']:.1f} {ci(o['forget_ci'])} | {g['forget']:.1f} {ci(g['forget_ci'])} | "
+                     f"{o['forget'] - g['forget']:+.1f} {ci(o['forget_gap_ci'])} | "
                      f"{o['loss_auc_forget_vs_val']:.3f} | {g['loss_auc_forget_vs_val']:.3f} | {o['val_acc']:.1f} | "
                      f"{g['seconds']:.0f} |")
     return "\n".join(lines)
@@ -88,7 +90,12 @@ def main() -> None:
     ap.add_argument("--seeds", default="42", help="training seeds, comma-separated (02's --seed)")
     ap.add_argument("--prepare", default="", help='extra 01 overrides, e.g. "sample_per_class=100"')
     ap.add_argument("--precision", default="auto")
+    ap.add_argument("--table-from", default="", help="print the table of an earlier run's output (its JSON lines) "
+                    "and stop")
     a = ap.parse_args()
+    if a.table_from:
+        print(table([json.loads(x) for x in Path(a.table_from).read_text().splitlines() if x.startswith("{")]))
+        return
     prepare = [x for kv in a.prepare.split() for x in ("--" + kv.split("=")[0].replace("_", "-"), kv.split("=")[1])]
     root = Path(a.out)
     base = root / "base"

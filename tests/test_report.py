@@ -74,8 +74,11 @@ def test_report_lists_every_model_with_gaps(run_stage, results):
     assert "never decides anything" in text and "2 more per image backward" in text
     per_seed = (results / "07_report/per_seed.md").read_text()
     assert "## Seed" not in text and "## Seed" in per_seed and "07_report/per_seed.md" in text
-    # the verdict comes first; one seed without stage 06's replicates: no ranking test, no equivalence test
-    assert text.index("## Verdict") < text.index("How to read") < text.index("## Summary")
+    # the verdict comes first, then the short summary per track and the figures, then the detail
+    assert text.index("## Verdict") < text.index("## Summary") < text.index("## Figures") < text.index("## Run") \
+        < text.index("How to read") < text.index("## Details per track")
+    assert "| finetune | a | 1 [1, 2] | 8.0 | 10.0 | cut |" in text  # the summary: group, rank, Avg Gap, compute, status
+    # one seed without stage 06's replicates: no ranking test, no equivalence test
     assert "- **Ranking:** not tested (no Avg Gap replicates from stage 06 (re-run it))." in text
     assert "- **Equivalent to gold:** cannot be tested: 1 gold (one per tree)" in text
     # summary: group, rank [interval], Avg Gap first; then units | compute % of gold | status | RTE: wall s | RTE %

@@ -563,7 +563,9 @@ def apply_tuned(cfg, track: str, registry: dict, prep: dict, splits: dict) -> di
         raise PipelineError(f"{path} is not a tuned-settings file of common.tune: re-run make tune, or pass "
                             "--settings official") from None
     problem = entries.get("problem", {})
-    if entries.get("methods"):
+    # the overlap checks guard entries that would be used: tuned on this data (stage 01's data_hash). Entries of
+    # other data are all stale below (official defaults run), and their row ids name other rows.
+    if any(e.get("tuned_for", {}).get("data") == prep.get("data_hash") for e in entries.get("methods", {}).values()):
         if track == "vit" and problem.get("forget_class") == prep["forget_class"]:
             raise PipelineError(f"the reported forget class {prep['forget_class']} is the class the settings in {path} "
                                 "were tuned on: report another class, re-tune with another TUNE_FORGET_CLASS, or pass "

@@ -143,6 +143,15 @@ def test_reported_problem_equal_to_the_tuning_one_is_rejected(tmp_path):
                     {"sample_forget": torch.tensor([1, 2, 3])})
 
 
+def test_entries_of_other_data_do_not_block_a_run_whose_rows_they_name(tmp_path):
+    """A tuned file of other data (a changed recipe: stage 01's data_hash differs) names other rows: its entries are
+    stale, the run goes on at the official defaults instead of refusing."""
+    d = _tuned_file(tmp_path, forget_rows=[2, 9], data="old")
+    prov = apply_tuned(_cfg("resnet", d), "resnet", METHODS, {"data_hash": "new", "forget_class": 0},
+                       {"sample_forget": torch.tensor([1, 2, 3])})
+    assert prov["finetune"]["status"] == "stale"
+
+
 def test_search_spaces_can_be_sampled_and_defaults_enqueued():
     import optuna
 

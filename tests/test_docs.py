@@ -31,13 +31,13 @@ from __future__ import annotations
 import ast
 import functools
 import glob
-import importlib.util
+import importlib
 import re
 import shlex
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import load_stage
 
 REPO = Path(__file__).resolve().parents[1]
 SHELL_TAGS = {"bash", "sh", "shell", "console"}
@@ -153,10 +153,7 @@ def check_make(args: list[str]) -> list[str]:
 def stage(script: str):
     """(module, config class) of a stage script or common module: main()'s parse_config argument, evaluated."""
     if script.endswith(".py"):
-        spec = importlib.util.spec_from_file_location("docs_" + Path(script).stem, REPO / script)
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = mod  # @dataclass looks its module up in sys.modules
-        spec.loader.exec_module(mod)
+        mod = load_stage(script)
     else:
         mod = importlib.import_module(script)
     source = Path(mod.__file__).read_text()

@@ -511,14 +511,14 @@ def claims(per_seed: dict, boots: dict, track: str) -> dict:
     cols = [c for c in MAIN_COLS[track] if any(c in df.columns for df in per_seed.values())]
     marked = cols + [c for c in PAST_HEAD if any(c in df.columns for df in per_seed.values())]
     models = [m for m in dict.fromkeys(m for df in per_seed.values() for m in df.index) if m != "gold"]
-    margin = V.margins(per_seed, marked)
+    margin, cal_margin = V.margins(per_seed, marked), V.margins(per_seed, marked, with_gold_2=False)
     comp = V.compare(per_seed, boots, V.methods_of(per_seed))
-    mk = V.marks(per_seed, models, marked, margin)
+    mk = V.marks(per_seed, models, marked, margin, cal_margin)
     extra = [c for c in PAST_HEAD if c in marked]
     lines = V.verdict(per_seed, comp, mk.loc[[m for m in mk.index if m in comp["means"]]], margin, cols, NAMES,
                       extra) if "gold" in next(iter(per_seed.values())).index else ["- No gold: nothing can be claimed."]
     return dict(comp=comp, marks=mk, margin=margin, cols=cols, lines=lines,
-                calibration=V.calibration_line(per_seed, cols, margin, NAMES))
+                calibration=V.calibration_line(per_seed, cols, cal_margin, NAMES))
 
 
 def per_seed_report(trees: dict, floors: dict) -> str:
@@ -550,10 +550,12 @@ HOW_TO_READ = (
     "How to read: gold, the model retrained without the forget data, is the target of every figure, not 0 or 100. "
     "Cells: mean ± std across training seeds (sample std, ddof 1) [95 % interval: Student t across seeds; with one "
     "seed the bootstrap over rows] (mean gap to gold). **≠** = the gap is shown (its 95 % interval excludes 0); "
-    "**≡** = equivalent to gold: two one-sided t-tests across >= 3 seeds against the margin stated per track; a cell "
+    "**≡** = equivalent to gold: two one-sided t-tests across >= 3 seeds against the margin stated per track (a lower "
+    "confidence bound of gold's seed-to-seed spread, Holm over the track's tests: family-wise error <= 0.05); a cell "
     "with neither mark is not shown either way (an interval that contains 0 is not \"equal\"); both marks = a real "
     "gap that is smaller than the margin. **group**: methods "
-    "sharing a letter cannot be told apart on Avg Gap; **rank** [interval] = 1 + the methods significantly better, "
+    "sharing a letter are not told apart on Avg Gap, two with no common letter are (Piepho's letters); **rank** "
+    "[interval] = 1 + the methods significantly better, "
     "N - the methods significantly worse (Holm-corrected pairwise tests, the test named in the verdict). **Avg Gap** "
     "= mean |gap| over forget, retain and test accuracy and MIA-efficacy, in % (lower is better); with one seed its "
     "interval is stage 06's paired row bootstrap of all four terms (MIA-efficacy's SVC stays fitted, only its calls "
@@ -566,7 +568,7 @@ HOW_TO_READ = (
     "natural-log base (reference A's unit, range [0, 0.833]).")
 
 
-# the population attacks behind "like gold" in the audit: MIA-efficacy and stage 06's forget-row attack AUCs
+# the population attacks behind "no gap shown" in the audit: MIA-efficacy and stage 06's forget-row attack AUCs
 POPULATION_ATTACKS = ["attack_mia_efficacy", "attack_loss_forget_auc", "attack_calibrated_forget_auc"]
 
 
@@ -638,10 +640,13 @@ def build_report(trees: dict, aggs: dict, floors: dict, repro: dict, figs: dict,
         golds = {k: ", ".join(f"{g:.{digits_for(k)}f}" for g in V.values(per_track[track], "gold", k)) for k in margin.index}
         margin_text = (", ".join(f"{NAMES.get(k, k)} ±{v:.{digits_for(k) + (1 if 0 < v < 0.1 else 0)}f} (golds {golds[k]})"
                                  for k, v in margin.items()) +
-                       f" (from {len(seeds)} golds, one per tree, that differ by " + (
-                           "training seed and forget set" if len(splits) > 1 or len(classes) > 1 else
-                           "training seed only: initial weights and batch order, same data and retain rows") +
-                       "; within a tree gold starts from the original's initial weights)") if len(margin) else \
+                       f" (1.96 x √2 x a lower confidence bound of the seed-to-seed std of {len(seeds)} golds and "
+                       "their gold_2s, one pair per tree, " + (
+                           "pooled within forget sets, so the choice of forget data does not widen it"
+                           if len(splits) > 1 or len(classes) > 1 else
+                           "that differ by training seed only: initial weights and batch order, same data and retain "
+                           "rows") +
+                       "; within a tree gold starts from the original's initial weights; common.stats)") if len(margin) else \
             f"none ({len(seeds)} gold{'s' if len(seeds) != 1 else ''}: at least 3 are needed)"
         lines += [f"### {TITLES[track]}", ""]
         lines += [f"Equivalence margins: {margin_text}.", "",

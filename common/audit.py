@@ -18,12 +18,14 @@ seed of the same split (the forget rows are the same in every tree), as [K, n] a
   FPR) - log FNR, log(1 - delta - FNR) - log FPR), clipped at 0; thresholds where exactly one of FPR, FNR is 0 are
   dropped; perfect separation, or one group's range below 1 % of the other's, gives the cap 50. Buckets 0.5 wide up
   to ceil(ln(N - 1)) are worth 1, 1/2, 1/4, ...; forget score = mean points per example (coarse below N = 16).
-- `permutation_floor`: the Gaussian audit's mean AUC when the 2K models' labels (unlearned / gold) are shuffled:
-  what the attack scores on nothing (leaving a model out of its own group's fit biases it below 0.5), and the
-  permutation p-value of the observed mean AUC.
+- `permutation_floor`: the Gaussian audit's mean AUC under H0 by within-tree swaps (tree k's unlearned model and
+  gold_k trade labels or not; they are paired: same original_k, batch order, forget rows): what the attack scores
+  on nothing (leaving a model out of its own group's fit biases it below 0.5), and the exact permutation p of the
+  observed mean AUC over the 2^(K - 1) distinct swaps (smallest 1 / 2^(K - 1): `smallest_p`, `k_needed`).
 - `rmia_offline`: offline RMIA (Zarifzadeh et al., ICML 2024; after privacytrustlab/ml_privacy_meter
   `modules/mia/attacks/rmia.py`): p(x | target) / p(x), p(x) = (1 + a) / 2 x mean over OUT reference models +
-  (1 - a) / 2, scored as the share of population rows z with ratio(x) / ratio(z) > 1 (gamma = 1, the library's).
+  (1 - a) / 2, scored as the share of population rows z with ratio(x) / ratio(z) > 1 (gamma = 1); a = 0.3 fixed,
+  not tuned (the library tunes it on a paired reference model).
 - `column_bootstrap`: intervals over examples (rows) for every summary above.
 """
 from __future__ import annotations
@@ -39,7 +41,9 @@ DELTA = 1e-5
 EPSILON_CAP = 50.0
 THRESHOLDS_PER_UNIT = 100  # the challenge's threshold grid density (per unit of the statistic)
 POOL_BELOW = 16  # K below which per-example variances are pooled
-RMIA_A = 0.3  # offline RMIA's a (ml_privacy_meter's default; its tuning needs paired reference models we lack)
+# offline RMIA's a: fixed, untuned. ml_privacy_meter tunes offline_a on a paired reference model (one trained with
+# the target's data, which this audit does not train); 0.3 is only a helper's default argument there, not a setting
+RMIA_A = 0.3
 
 
 def logit_conf(logits: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
@@ -114,21 +118,60 @@ def column_bootstrap(res: dict, n_boot: int, seed: int, level: float = 0.95) -> 
     return {key: [float(v) for v in np.percentile(r, q)] for key, r in reps.items()}
 
 
+MAX_EXACT_SWAPS = 2 ** 13  # enumerate every within-tree swap up to K = 14; beyond, a seeded random sample
+
+
+def smallest_p(k: int) -> float:
+    """The smallest permutation p the within-tree swaps can reach at K trees: swapping every tree at once gives the
+    same statistic (the test is symmetric in its two groups), so there are 2^(K - 1) distinct assignments and the
+    observed one is among them: p >= 1 / 2^(K - 1)."""
+    return 1.0 / 2 ** (k - 1)
+
+
+def k_needed(n_tests: int, alpha: float = 0.05) -> int:
+    """The smallest K at which Holm over n_tests can reach alpha: n_tests x smallest_p(K) < alpha."""
+    k = 2
+    while n_tests * smallest_p(k) >= alpha:
+        k += 1
+    return k
+
+
+def _swaps(k: int, n_perm: int, seed: int) -> tuple[np.ndarray, bool]:
+    """[S, K] booleans (swap tree k's two models): every assignment with tree 0 unswapped when 2^(K - 1) <=
+    MAX_EXACT_SWAPS (exact), else the identity and n_perm random ones."""
+    if 2 ** (k - 1) <= MAX_EXACT_SWAPS:
+        codes = np.arange(2 ** (k - 1))
+        return np.c_[np.zeros(len(codes), bool), (codes[:, None] >> np.arange(k - 1)) & 1 == 1], True
+    rng = np.random.default_rng(seed)
+    return np.r_[np.zeros((1, k), bool), rng.random((n_perm, k)) < 0.5], False
+
+
 def permutation_floor(unlearned: np.ndarray, gold: np.ndarray, n_perm: int, seed: int,
-                      observed: float | None = None) -> dict:
-    """The Gaussian audit's mean AUC when the 2K models are split into two groups of K at random (each model keeps
-    all its examples): mean and 95th percentile over n_perm shuffles, and the one-sided permutation p-value
-    (1 + #shuffles >= observed) / (1 + n_perm) of the observed mean AUC."""
-    both = np.r_[np.asarray(unlearned, float), np.asarray(gold, float)]
-    k = len(unlearned)
+                      observed: float | None = None, paired: bool = True) -> dict:
+    """The Gaussian audit's mean AUC under H0 (the unlearned models are golds): its null distribution, its mean and
+    95th percentile, and the one-sided p of the observed mean AUC. paired (the default, the valid test): tree k's
+    unlearned model and gold_k are swapped or not, tree by tree (they share original_k's initial weights, batch
+    order and forget rows, so only within-tree labels are exchangeable under H0); every one of the 2^(K - 1)
+    distinct swaps is enumerated (p = share of them at or above the observed, which is one of them; smallest
+    1 / 2^(K - 1)), or the identity and n_perm random ones past MAX_EXACT_SWAPS (p = (1 + #) / (1 + n_perm)). paired False: the old
+    unrestricted relabelling of all 2K models (kept to show its bias: it is not valid when trees share an effect)."""
+    u, g = np.asarray(unlearned, float), np.asarray(gold, float)
+    k = len(u)
+    obs = gaussian_mean_auc(u, g) if observed is None else observed
+    if paired:
+        swaps, exact = _swaps(k, n_perm, seed)
+        null = np.array([gaussian_mean_auc(np.where(sw[:, None], g, u), np.where(sw[:, None], u, g)) for sw in swaps])
+        p = max((null >= obs - 1e-12).sum(), 1) / len(null)  # the observed assignment (no swap) is null[0]
+        return dict(mean=float(null.mean()), q95=float(np.quantile(null, 0.95)), n=len(null), p=float(p),
+                    exact=exact, p_min=smallest_p(k) if exact else 1 / len(null))
+    both = np.r_[u, g]
     rng = np.random.default_rng(seed)
     null = np.empty(n_perm)
     for i in range(n_perm):
         order = rng.permutation(2 * k)
         null[i] = gaussian_mean_auc(both[order[:k]], both[order[k:]])
-    obs = gaussian_mean_auc(unlearned, gold) if observed is None else observed
     return dict(mean=float(null.mean()), q95=float(np.quantile(null, 0.95)), n=n_perm,
-                p=float((1 + (null >= obs - 1e-12).sum()) / (1 + n_perm)))
+                p=float((1 + (null >= obs - 1e-12).sum()) / (1 + n_perm)), exact=False, p_min=1 / (1 + n_perm))
 
 
 def gaussian_mean_auc(unlearned: np.ndarray, gold: np.ndarray) -> float:

@@ -182,7 +182,7 @@ class ReportConfig(Common):
     # of one split; its intervals resample the forget examples (audit_boot times), its floor relabels the models
     audit: bool = False
     audit_boot: int = 1000
-    audit_permutations: int = 1000  # the smallest permutation p is 1 / (1 + this); Holm over 13 methods needs ~1000
+    audit_permutations: int = 1000  # random within-tree swaps, used only past K = 14 (below, all 2^(K-1) enumerated)
 
 
 # Profile presets: only the fields that differ from the dataclass defaults.

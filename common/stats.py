@@ -13,14 +13,25 @@ Which test when:
 - Ranks (`rank_intervals`): rank 1 = lowest Avg Gap; its interval is [1 + the methods significantly better, N - the
   methods significantly worse], from the Holm-corrected pairs: intervals that hold for all methods at once with
   probability >= 1 - ALPHA when the pairwise family does.
-- Groups (`letter_groups`): methods sorted by Avg Gap; every maximal run of methods with no significant pair among
-  them gets a letter; methods that share a letter cannot be told apart.
-- Equivalence to gold (`tost`): per figure, the gaps model - gold across seeds; two one-sided t-tests against the
-  margin (-margin, +margin): equivalent when both reject at ALPHA, i.e. the 90 % t-interval of the mean gap lies
-  inside the margin. The margin (`equivalence_margin`) is how far two golds that differ only by their training seed
-  fall apart 95 % of the time: 1.96 x sqrt(2) x the standard deviation of gold's figure across >= 3 seeds. With
-  fewer golds there is no margin and nothing is claimed equivalent. `tost_power` is the chance that a true gold of
-  another seed passes (simulation: the margin estimated from the same golds the gaps are taken to).
+- Groups (`letter_groups`): Piepho's (2004) insert-absorb letters from the Holm-corrected pairs: two methods
+  that differ significantly share no letter, and two that do not share at least one. A shared letter means "not
+  told apart", never "equal"; no common letter means "told apart" (and only that pair: with A < B < C and only
+  A-B significant the letters are a, b, ab).
+- Equivalence to gold (`tost`, `equivalence_family`): per figure, the gaps model - gold across seeds; two
+  one-sided t-tests against the margin (-margin, +margin). The margin is meant to be how far two golds that differ
+  only by their training seed fall apart 95 % of the time, Delta = 1.96 x sqrt(2) x sigma, sigma = gold's
+  seed-to-seed standard deviation of the figure. sigma is estimated, and TOST assumes a fixed margin (Schuirmann
+  1987): a margin from s of 3 golds is too wide about a third of the time, and a method whose gaps are tight
+  around Delta then passes far more often than alpha. So (`equivalence_margin`): the margin uses a one-sided
+  lower confidence bound of sigma, s x sqrt(df / chi2_{1 - a_m, df}), which is below sigma with probability
+  >= 1 - a_m; s is pooled within forget sets (trees that share a split and a forgotten class; gold_2, gold's recipe
+  at another seed on the same forget set, counts as one more gold there), so crossing forget sets does not widen
+  it. A false "equivalent" needs the margin above Delta or a TOST at Delta that rejects falsely, so
+  (union bound) a_m + a_t bounds the error: a_m = ALPHA / 2 shared over the F figures (Bonferroni), a_t = ALPHA / 2
+  for the TOSTs with Holm over every (model, figure) test the verdict lists. Family-wise error <= ALPHA, whatever
+  the gaps' correlation with gold (`tost_size` simulates it). gold_2's own check (`calibration_margins`) uses a
+  margin from the golds alone (cross-fitted: gold_2 is not in the margin it is tested against). `tost_power` is the
+  chance that a true gold of another seed passes under the same rule.
 "Different from gold" is the other question (a gap interval that excludes 0); most cells are neither.
 """
 from __future__ import annotations
@@ -35,6 +46,8 @@ from scipy import stats
 ALPHA = 0.05
 Z95 = stats.norm.ppf(0.975)  # two golds fall within Z95 x sqrt(2) x sd of each other 95 % of the time
 MIN_GOLDS = 3  # golds (seeds) needed to estimate an equivalence margin
+ALPHA_MARGIN = ALPHA / 2  # error share of the margins' lower confidence bound (split over the figures)
+ALPHA_TOST = ALPHA / 2  # error share of the TOSTs (Holm over the family)
 
 
 # ------------------------------------------------------------------------------------------ Avg Gap, one seed
@@ -158,34 +171,58 @@ def rank_intervals(means: dict[str, float], pairs: pd.DataFrame) -> pd.DataFrame
 
 
 def letter_groups(means: dict[str, float], pairs: pd.DataFrame) -> dict[str, str]:
-    """Methods sorted by mean Avg Gap; each maximal run [i..j] of consecutive methods with no significant pair inside
-    it gets a letter (a, b, ...); a method's letters are those of the runs it is in. Methods sharing a letter
-    cannot be told apart; two methods with no common letter differ significantly."""
+    """Piepho's (2004) insert-absorb letter display from the significant pairs: start with one column holding every
+    method; for each significant pair, every column holding both is replaced by two copies, one without each
+    member (insert); columns contained in another are dropped (absorb). Columns are lettered a, b, ... in the order
+    of their best (lowest Avg Gap) member. Then two methods share a letter exactly when they are not told apart."""
     names = sorted(means, key=lambda m: (np.nan_to_num(means[m], nan=np.inf), list(means).index(m)))
-    sig = {frozenset(p) for p in _better(pairs)}
-    runs = []
-    for i in range(len(names)):
-        j = i
-        while j + 1 < len(names) and all(frozenset((names[k], names[j + 1])) not in sig for k in range(i, j + 1)):
-            j += 1
-        if not runs or j > runs[-1][1]:
-            runs.append((i, j))
+    cols: list[frozenset] = [frozenset(names)] if names else []
+    for x, y in sorted(_better(pairs), key=lambda p: (names.index(p[0]), names.index(p[1]))):
+        new = []
+        for c in cols:
+            new += [c - {x}, c - {y}] if x in c and y in c else [c]
+        new = [c for c in dict.fromkeys(new) if c]
+        cols = [c for c in new if not any(c < o for o in new)]  # absorb
+    cols.sort(key=lambda c: sorted(names.index(m) for m in c))
     letters = {m: "" for m in names}
-    for n, (i, j) in enumerate(runs):
-        for m in names[i:j + 1]:
+    for n, c in enumerate(cols):
+        for m in sorted(c, key=names.index):
             letters[m] += chr(ord("a") + n) if n < 26 else f"[{n}]"
     return letters
 
 
 # ---------------------------------------------------------------------------------------------- equivalence
-def equivalence_margin(gold_values) -> float:
-    """How far two golds that differ only by their training seed fall apart 95 % of the time, Z95 x sqrt(2) x sd
-    (ddof 1) of gold's figure across seeds; NaN with fewer than MIN_GOLDS golds."""
-    g = np.asarray(gold_values, float)
-    g = g[~np.isnan(g)]
-    if len(g) < MIN_GOLDS:
+def pooled_sd(values, groups=None) -> tuple[float, int]:
+    """Standard deviation pooled within groups (forget sets) and its degrees of freedom n - (number of groups);
+    NaN values dropped, groups of one value add nothing. groups None = one group."""
+    v = np.asarray(values, float)
+    g = np.zeros(len(v), int) if groups is None else pd.factorize(pd.Series(list(groups)))[0]
+    keep = ~np.isnan(v)
+    v, g = v[keep], g[keep]
+    ss, df = 0.0, 0
+    for k in np.unique(g):
+        x = v[g == k]
+        ss, df = ss + float(((x - x.mean()) ** 2).sum()), df + len(x) - 1
+    return (math.sqrt(ss / df) if df > 0 else math.nan), df
+
+
+def sd_lower_bound(s: float, df: int, alpha: float) -> float:
+    """One-sided (1 - alpha) lower confidence bound of sigma from a sample sd with df degrees of freedom:
+    s x sqrt(df / chi2_{1 - alpha, df}) (below sigma with probability >= 1 - alpha for normal data)."""
+    if df < 1 or not math.isfinite(s):
         return math.nan
-    return float(Z95 * math.sqrt(2) * g.std(ddof=1))
+    return float(s * math.sqrt(df / stats.chi2.ppf(1 - alpha, df)))
+
+
+def equivalence_margin(gold_values, groups=None, alpha: float = ALPHA_MARGIN, n_trees: int | None = None) -> float:
+    """The TOST margin of one figure: Z95 x sqrt(2) x the (1 - alpha) lower confidence bound of gold's
+    seed-to-seed sd, pooled within groups (forget sets). NaN with fewer than MIN_GOLDS trees (n_trees, default
+    the number of values) or no degrees of freedom."""
+    g = np.asarray(gold_values, float)
+    if (n_trees if n_trees is not None else int((~np.isnan(g)).sum())) < MIN_GOLDS:
+        return math.nan
+    s, df = pooled_sd(g, groups)
+    return float(Z95 * math.sqrt(2) * sd_lower_bound(s, df, alpha)) if df >= 1 else math.nan
 
 
 def tost(gaps, margin: float, alpha: float = ALPHA) -> dict:
@@ -212,16 +249,63 @@ def tost(gaps, margin: float, alpha: float = ALPHA) -> dict:
     return out
 
 
-def tost_power(n_seeds: int, n_sim: int = 20000, seed: int = 0, alpha: float = ALPHA) -> float:
-    """Chance that a true gold of another seed passes `tost` on one figure at n_seeds seeds, when the margin is
-    estimated from the same n_seeds golds the gaps are taken to (gold figure ~ N(0, 1) per seed; the other gold ~
-    N(0, 1), independent). Monte Carlo with a fixed seed: the same value every run."""
+def equivalence_family(tests: dict, alpha: float = ALPHA_TOST) -> dict:
+    """Holm over a family of TOSTs: tests = {key: tost(...) result}; returns {key: Holm-adjusted p} and sets each
+    result's `equivalent` to p_holm < alpha (None stays None: not testable, not in the family)."""
+    keys = [k for k, t in tests.items() if t["equivalent"] is not None]
+    adj = holm([tests[k]["p"] for k in keys]) if keys else []
+    out = {}
+    for k, p in zip(keys, adj):
+        tests[k]["p_holm"], tests[k]["equivalent"] = float(p), bool(p < alpha)
+        out[k] = float(p)
+    return out
+
+
+def _simulate_pass(gaps: np.ndarray, golds: np.ndarray, margin_from: np.ndarray, n_tests: int, n_figures: int,
+                   rule: str) -> np.ndarray:
+    """Per simulated run (rows): whether one figure's TOST says "equivalent". rule "new": margin from the lower
+    bound of the sd of `margin_from` (pooled: rows x values), TOST at ALPHA_TOST / n_tests (Holm's first step for
+    one test among n_tests), margin bound at ALPHA_MARGIN / n_figures; rule "old": the sd of `golds` itself, TOST
+    at ALPHA, no correction."""
+    n = gaps.shape[1]
+    if rule == "old":
+        margin, a_t = Z95 * math.sqrt(2) * golds.std(axis=1, ddof=1), ALPHA
+    else:
+        m = margin_from
+        df = m.shape[1] - 1
+        s = m.std(axis=1, ddof=1)
+        margin = Z95 * math.sqrt(2) * s * math.sqrt(df / stats.chi2.ppf(1 - ALPHA_MARGIN / n_figures, df))
+        a_t = ALPHA_TOST / n_tests
+    mean, se = gaps.mean(1), gaps.std(axis=1, ddof=1) / math.sqrt(n)
+    half = stats.t.ppf(1 - a_t, n - 1) * se
+    return (mean - half > -margin) & (mean + half < margin)
+
+
+def tost_size(n_seeds: int, kind: str = "independent", rule: str = "new", n_sim: int = 20000, seed: int = 0,
+              n_tests: int = 1, n_figures: int = 1, tight_sd: float = 0.3) -> float:
+    """The rate of a wrong "equivalent" (size) for a method whose true mean gap to gold lies exactly at the true
+    margin Delta = Z95 x sqrt(2) x sigma (sigma = 1): gold_k, gold_2_k ~ N(0, 1) per tree (one forget set); the
+    method's value = gold_k + Delta + noise, noise = (other_k - gold_k) with other_k ~ N(0, 1) for kind
+    "independent" (like gold_2), tight_sd x N(0, 1) for "tight" (the method shares its tree's randomness). Monte
+    Carlo with a fixed seed. rule: "new" (this module's test) or "old" (the margin from s of the golds, TOST at
+    ALPHA, no correction: the rule before issue 30)."""
+    rng = np.random.default_rng(seed)
+    golds, golds2 = rng.standard_normal((n_sim, n_seeds)), rng.standard_normal((n_sim, n_seeds))
+    delta = Z95 * math.sqrt(2)
+    noise = (rng.standard_normal((n_sim, n_seeds)) - golds if kind == "independent" else
+             tight_sd * rng.standard_normal((n_sim, n_seeds)))
+    gaps = delta + noise
+    both = np.c_[golds, golds2]  # per tree a gold and a gold_2, one forget set: one group of 2n values
+    return float(_simulate_pass(gaps, golds, both, n_tests, n_figures, rule).mean())
+
+
+def tost_power(n_seeds: int, n_sim: int = 20000, seed: int = 0, n_tests: int = 1, n_figures: int = 1,
+               rule: str = "new") -> float:
+    """Chance that a true gold of another seed passes one figure's test at n_seeds seeds under the report's rule
+    (the margin from the same golds and gold_2s, n_tests in the Holm family, n_figures sharing the margin's error;
+    n_tests = 1 is the calibration check, outside the family). NaN below MIN_GOLDS seeds."""
     if n_seeds < MIN_GOLDS:
         return math.nan
     rng = np.random.default_rng(seed)
-    golds, others = rng.standard_normal((n_sim, n_seeds)), rng.standard_normal((n_sim, n_seeds))
-    margin = Z95 * math.sqrt(2) * golds.std(axis=1, ddof=1)
-    d = others - golds
-    mean, se = d.mean(1), d.std(axis=1, ddof=1) / math.sqrt(n_seeds)
-    half = stats.t.ppf(1 - alpha, n_seeds - 1) * se
-    return float(((mean - half > -margin) & (mean + half < margin)).mean())
+    golds, golds2, others = (rng.standard_normal((n_sim, n_seeds)) for _ in range(3))
+    return float(_simulate_pass(others - golds, golds, np.c_[golds, golds2], n_tests, n_figures, rule).mean())

@@ -104,10 +104,14 @@ def test_report_three_seeds_claims_equivalence_only_through_tost_and_checks_it_o
     text = (root / "report.md").read_text()
     verdict = text[text.index("## Verdict"):text.index("How to read")]
     assert "close beats far" in verdict and "paired t-test across the seeds, Holm over 1 pairs" in verdict
-    assert "margin = 1.96 x √2 x gold's std" in verdict and "forget ±5.5, retain ±2.8, test ±2.8" in verdict
-    assert "on every testable figure close" in verdict  # close: equivalent on forget, retain and test
-    assert "gold_2 (gold's recipe, training seed + 10000: an independent gold) comes out equivalent on 3 of the 3 testable figures" in text
-    assert "Equivalence margins: forget ±5.5 (golds 60.0, 64.0, 62.0)" in text
+    # margins: golds + gold_2s pooled (forget 60 64 62 61 63 62: s 1.414 on 5 df), the 1 - 0.025 / 3 lower bound
+    # s x sqrt(5 / chi2_0.99167,5) = 0.819, x 1.96 x sqrt 2 -> forget ±2.2; retain and test (s 0.894) ±1.4
+    assert "margin = 1.96 x √2 x a 1 - 0.025 / 3 lower confidence bound" in verdict
+    assert "forget ±2.2, retain ±1.4, test ±1.4; Holm over the 6 method x figure tests at α 0.025" in verdict
+    assert "on every figure (forget, retain, test tested): close; on some: far: retain, test." in verdict
+    assert "At 3 seeds a true gold would pass one test of this family with probability" in verdict
+    assert "tested alone at α 0.025 against a margin from the 3 golds only, comes out equivalent on 3 of the 3" in text
+    assert "Equivalence margins: forget ±2.2 (golds 60.0, 64.0, 62.0)" in text
     assert "| far | b | 2 [2, 2] |" in text and "| close | a | 1 [1, 1] |" in text
     assert "(+30.7, ≠)" in text and "(+0.3, ≡)" in text  # far's forget gap shown; close's forget gap equivalent
     claims = json.loads((root / "07_report/metrics.json").read_text())["claims"]["resnet"]
@@ -136,3 +140,25 @@ def test_report_aggregates_trees_over_forget_classes(run_stage, tmp_path):
     text = (root / "report.md").read_text()
     assert "- Trees: 2 = training seeds x forget sets (split seeds 42; forget classes 2, 3)" in text
     assert "| 15.0 ± 7.1 [-48.5, 78.5] (+15.0) |" in text  # the two classes' forget accuracies, aggregated
+
+
+def test_a_constant_gold_figure_keeps_a_method_that_forgot_nothing_off_the_every_figure_list():
+    """Issue 30: where gold scores the same in every tree (ViT forget accuracy 0.0) there is no margin; a method that
+    matches gold on the other figures but kept the forget class must not be listed as equivalent "on every figure"."""
+    from common import verdict as V
+    cols = ["acc_forget", "acc_retain", "acc_test"]
+    per_seed = {}
+    for i, s in enumerate(["0", "1", "2", "3", "4", "5", "6", "7"]):
+        r, t, d = 90 + (i % 3), 80 + (i % 2), 0.01 * (i % 2)
+        per_seed[s] = pd.DataFrame({"acc_forget": [100.0, 0.0, 0.0, 0.0, 100.0],
+                                    "acc_retain": [99.0, r, r + 0.5 - i % 2, r + d, r + d],
+                                    "acc_test": [81.0, t, t, t - d, t - d], "avg_gap": [12.0, 0, 0.1, 0.01, 33.3]},
+                                   index=["original", "gold", "gold_2", "forgets", "keeps"])
+    margin, cal = V.margins(per_seed, cols), V.margins(per_seed, cols, with_gold_2=False)
+    assert margin["acc_forget"] == 0 and margin["acc_retain"] > 0
+    comp = V.compare(per_seed, {}, ["forgets", "keeps"])
+    mk = V.marks(per_seed, ["gold_2", "forgets", "keeps"], cols, margin, cal)
+    assert V.yes(mk.loc["keeps", "acc_retain_equivalent"]) and mk.loc["keeps", "acc_forget_equivalent"] is None
+    text = "\n".join(V.verdict(per_seed, comp, mk.loc[["forgets", "keeps"]], margin, cols, {}))
+    assert "tested; acc_forget: gold's exact value on every seed): forgets;" in text
+    assert "on some: keeps: acc_retain, acc_test" in text

@@ -98,8 +98,10 @@ def test_permutation_floor_and_bootstrap_separate_the_original_from_another_gold
     other, _ = seeds_logits(k, n, boost=0.0, seed=30)
     g, o, x = stats(golds, labels), stats(originals, labels), stats(other, labels)
     caught, missed = permutation_floor(o, g, 300, 0), permutation_floor(x, g, 300, 0)
-    assert caught["p"] <= 2 / 301 and missed["p"] > 0.05  # the original's mean AUC beats every relabelling
-    assert caught["mean"] < 0.6 and missed["mean"] < 0.6  # the floor: what the test scores on nothing
+    # exact over the 2^7 = 128 distinct within-tree swaps: the original's mean AUC beats every one but itself
+    assert caught["exact"] and caught["n"] == 128 and caught["p"] == pytest.approx(1 / 128) == caught["p_min"]
+    assert missed["p"] > 0.05
+    assert caught["mean"] < 0.6 and missed["mean"] < 0.6  # the null: what the test scores on nothing
     res = gaussian_audit(o, g)
     ci = column_bootstrap(res, 200, 0)
     assert ci["mean_auc"][0] <= res["mean_auc"] <= ci["mean_auc"][1] and ci["mean_auc"][0] > 0.9
@@ -126,3 +128,35 @@ def test_forget_points_buckets():
     # N = 8: ceil(ln 7) = 2 -> buckets [0, .5) [.5, 1) [1, 1.5) [1.5, 2) worth 1, 1/2, 1/4, 1/8; past 2: 0
     assert forget_points(np.array([0.0, 0.49, 0.5, 1.2, 1.99, 2.0, 50.0]), 8) == pytest.approx(
         [1, 1, 0.5, 0.25, 0.125, 0, 0])
+
+
+def test_smallest_p_and_the_k_that_holm_needs():
+    from common.audit import k_needed, smallest_p
+    assert smallest_p(8) == 1 / 128 and 13 * smallest_p(8) > 0.05  # K = 8: Holm over 13 reaches only 0.10
+    assert k_needed(13) == 10 and 13 * smallest_p(10) < 0.05 and k_needed(1) == 6
+
+
+def test_paired_permutation_holds_its_size_under_a_shared_tree_effect(capsys):
+    """Issue 30: under H0 with a per-tree effect shared by tree k's unlearned model and gold_k (rho 0.9), the
+    within-tree-swap p rejects at most 5 % of the time; the unrestricted relabelling's null is shifted and wider
+    (it mixes trees), so it is not the right reference."""
+    from common.audit import permutation_floor
+    rng = np.random.default_rng(7)
+    k, n, rho, sims = 6, 40, 0.9, 300
+    rejects, paired_means, free_means, paired_sd, free_sd = 0, [], [], [], []
+    for i in range(sims):
+        tree = rng.standard_normal((k, n))
+        u = np.sqrt(rho) * tree + np.sqrt(1 - rho) * rng.standard_normal((k, n))
+        g = np.sqrt(rho) * tree + np.sqrt(1 - rho) * rng.standard_normal((k, n))
+        res = permutation_floor(u, g, 0, i)
+        rejects += res["p"] <= 0.05
+        if i < 20:
+            free = permutation_floor(u, g, 64, i, paired=False)
+            paired_means.append(res["mean"]), free_means.append(free["mean"])
+            paired_sd.append(res["q95"] - res["mean"]), free_sd.append(free["q95"] - free["mean"])
+    size = rejects / sims
+    with capsys.disabled():
+        print(f"\npaired permutation under a shared tree effect (rho {rho}, K {k}, {sims} runs): size {size:.3f} "
+              f"(exact: 1/32 = 0.031 at most); null mean within-tree {np.mean(paired_means):.3f} vs unrestricted "
+              f"{np.mean(free_means):.3f}, q95 - mean {np.mean(paired_sd):.3f} vs {np.mean(free_sd):.3f}")
+    assert size <= 0.05

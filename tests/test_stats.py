@@ -95,15 +95,39 @@ def test_rank_interval_and_groups():
     assert r.loc["c"].tolist() == [3, 2, 4]  # a beats c
     assert r.loc["d"].tolist() == [4, 3, 4]  # a and b beat d
     assert S.letter_groups(means, p) == {"a": "a", "b": "ab", "c": "bc", "d": "c"}
+    # the case the old run-based letters got wrong (issue 30): A < B < C, only A-B significant. Runs gave a, b, b
+    # ("A and C differ", which no test said); Piepho's letters give a, b, ab
+    abc = {"A": 1.0, "B": 2.0, "C": 3.0}
     none = pairs([], means)
     assert S.letter_groups(means, none) == {m: "a" for m in means}
     assert S.rank_intervals(means, none)[["rank_lo", "rank_hi"]].values.tolist() == [[1, 4]] * 4
+    assert S.letter_groups(abc, pairs([{"A", "B"}], abc)) == {"A": "a", "B": "b", "C": "ab"}
+
+
+def test_letters_mean_what_they_say_on_random_significance_patterns():
+    """For any pattern of significant pairs: no common letter <=> the pair is significant."""
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        k = int(rng.integers(2, 8))
+        means = {f"m{i}": float(i) for i in range(k)}
+        sig = [{a, b} for i, a in enumerate(means) for b in list(means)[i + 1:] if rng.random() < 0.4]
+        letters = S.letter_groups(means, pairs(sig, means))
+        for i, a in enumerate(means):
+            for b in list(means)[i + 1:]:
+                assert (not set(letters[a]) & set(letters[b])) == ({a, b} in sig), (sig, letters)
 
 
 # ---------------------------------------------------------------------------------------------- equivalence
-def test_margin_from_three_golds_and_none_from_two():
-    assert S.equivalence_margin([10.0, 11.0, 12.0]) == pytest.approx(1.959964 * math.sqrt(2) * 1.0)
+def test_margin_is_a_lower_confidence_bound_pooled_within_forget_sets():
+    # s = 1 on df 2: the 97.5 % lower bound is sqrt(2 / chi2_0.975,2) = sqrt(2 / 7.378) = 0.5206
+    assert S.equivalence_margin([10.0, 11.0, 12.0], alpha=0.025) == pytest.approx(1.959964 * math.sqrt(2) * 0.52065,
+                                                                                   rel=1e-4)
     assert math.isnan(S.equivalence_margin([10.0, 11.0]))
+    # two forget sets whose golds sit 50 points apart: pooled within them, the margin stays that of the seed noise
+    within = S.equivalence_margin([10.0, 11.0, 12.0, 60.0, 61.0, 62.0], groups=list("aaabbb"), alpha=0.025)
+    assert within == pytest.approx(S.Z95 * math.sqrt(2) * S.sd_lower_bound(1.0, 4, 0.025))
+    assert S.equivalence_margin([10.0, 11.0, 12.0, 60.0, 61.0, 62.0], alpha=0.025) > 10 * within
+    assert S.pooled_sd([1.0, 3.0, 10.0, 14.0], list("aabb")) == (pytest.approx(math.sqrt((2 + 8) / 2)), 2)
 
 
 def test_tost_equivalent_different_and_undecidable():
@@ -127,3 +151,27 @@ def test_tost_power_grows_with_seeds_and_is_fixed():
     p3, p10 = S.tost_power(3), S.tost_power(10)
     assert 0 < p3 < p10 <= 1 and p3 == S.tost_power(3)
     assert math.isnan(S.tost_power(2))
+    assert S.tost_power(8, n_tests=52, n_figures=4) < S.tost_power(8)  # a larger family costs power
+
+
+def test_equivalence_holds_its_size_with_an_estimated_margin(capsys):
+    """Issue 30: a method whose true mean gap sits exactly at the true margin must be called equivalent at most 5 %
+    of the time, for gaps independent of gold (like gold_2) and tight ones (sd 0.3 sigma: a method that shares its
+    tree's randomness), at 3, 5 and 8 seeds. The rule before (margin from s of the golds, no correction) did not."""
+    rows = []
+    for n in (3, 5, 8):
+        for kind in ("independent", "tight"):
+            new = S.tost_size(n, kind, n_sim=20000, seed=1)
+            fam = S.tost_size(n, kind, n_sim=20000, seed=1, n_tests=52, n_figures=4)
+            old = S.tost_size(n, kind, rule="old", n_sim=20000, seed=1)
+            rows.append((n, kind, old, new, fam))
+            assert new <= S.ALPHA and fam <= S.ALPHA
+    assert max(r[2] for r in rows if r[1] == "tight") > 0.2  # the old rule's failure, reproduced
+    with capsys.disabled():
+        print("\nTOST size at the true margin (20,000 runs each): seeds, gaps, old rule, new rule alone, new rule "
+              "in a family of 52 tests over 4 figures")
+        for r in rows:
+            print(f"  {r[0]} {r[1]:<11} {r[2]:.3f} {r[3]:.4f} {r[4]:.4f}")
+    fam = S.equivalence_family({"x": S.tost([0.0, 0.01, -0.01], 1.0), "y": S.tost([0.5, -3.0, 3.0], 1.0),
+                                "z": S.tost([0.1], 1.0)})
+    assert set(fam) == {"x", "y"} and fam["x"] == pytest.approx(2 * S.tost([0.0, 0.01, -0.01], 1.0)["p"])

@@ -9,6 +9,9 @@
 #   make -j 8 THREADS=2 SEEDS="0 1 2 3"   per-seed jobs in parallel (metrics identical to serial make THREADS=2)
 #   make -j 64 SEEDS="$$(seq 0 63)" LAUNCH="srun -N1 -n1 --gres=gpu:1 -c 8" DEVICE=cuda THREADS=8   on SLURM
 #   make test                     unit tests + the whole pipeline in the smoke profile (two seeds) on tiny data
+#   make test-paper               every stage of the paper profile (224 px ViT from a weights file, all methods) on
+#                                 generated data on the CPU, sizes cut (<= 5 min on 2 cores)
+#   make gpu-check                on a CUDA GPU: the paper profile on one seed, epochs cut, timings (~10 min)
 #   make test-cluster             a single-node SLURM on this machine (slurm-wlm + munge, root), the smoke run
 #                                 through srun, compared with a serial run; torn down after
 # Variables (name=value on the command line):
@@ -126,6 +129,7 @@ ifneq ($(filter $(TUNE_SEED),$(SEEDS)),)
 $(error TUNE_SEED $(TUNE_SEED) is one of SEEDS ($(SEEDS)): the tuning problem must not share a training seed with the report; pick another TUNE_SEED)
 endif
 SMOKE_DIR  ?= results-smoke
+PAPER_DIR  ?= results-paper
 # the smoke tuning run: one method per schedule kind (fixed, budget, once) and the project's GAN; the others keep
 # their official defaults in the smoke run, so both provenances are exercised
 SMOKE_TUNE_METHODS ?= finetune,scrub,ssd,gan
@@ -151,7 +155,7 @@ REPORT_TEXT := $(TREE_IDS) tracks=$(TRACKS) audit=$(AUDIT)
 BUDGETS_STAMP := $(RESULTS)/.make-budgets
 U_TEXT      := $(BUDGETS) $(SETTINGS) $(abspath $(TUNED_DIR))
 TUNE_STAMP  := $(RESULTS)/.make-tune
-ifeq ($(filter help clean test pytest venv test-cluster,$(MAKECMDGOALS)),)
+ifeq ($(filter help clean test pytest venv test-cluster test-paper gpu-check,$(MAKECMDGOALS)),)
 $(shell mkdir -p $(RESULTS); [ "$$(cat $(VARS_STAMP) 2>/dev/null)" = "$(VARS_TEXT)" ] || echo "$(VARS_TEXT)" > $(VARS_STAMP))
 $(shell [ "$$(cat $(SEEDS_STAMP) 2>/dev/null)" = "$(REPORT_TEXT)" ] || echo "$(REPORT_TEXT)" > $(SEEDS_STAMP))
 $(shell mkdir -p $(TUNE); [ "$$(cat $(TUNE_STAMP) 2>/dev/null)" = "$(TUNE_TEXT)" ] || echo "$(TUNE_TEXT)" > $(TUNE_STAMP))
@@ -167,7 +171,7 @@ S05 := 05_unlearn_gan/metrics.json
 S06 := 06_membership_attack/metrics.json
 REPORT := $(RESULTS)/report.md
 
-.PHONY: all prepare report test pytest smoke help clean venv tune tune-tree audit test-cluster
+.PHONY: all prepare report test pytest smoke help clean venv tune tune-tree audit test-cluster test-paper gpu-check
 all: $(REPORT)
 prepare: $(call per_seed,$(S01))
 report: $(REPORT)
@@ -271,6 +275,17 @@ smoke: $(VENV_STAMP)
 test: $(VENV_STAMP)
 	$(MAKE) --no-print-directory -j2 pytest smoke
 
+# The paper profile executed on the CPU: every stage 01-07 with --profile paper on generated cifar-10-batches-py data
+# and a generated timm vit_tiny_patch16_224 checkpoint (--weights-file), sizes cut by the profile's own fields only
+# (bench/paper_run.py); prints the ViT's peak-memory estimate at batch 64 and 224 px.
+test-paper: $(VENV_STAMP)
+	$(PY) bench/paper_run.py --mode test --out $(PAPER_DIR)
+
+# On a CUDA machine (data and weights downloaded): the paper profile on one seed with the epochs cut (~10 min on one
+# H100-class GPU), stage times, throughput, the reproduction rows; off CUDA one line and exit 1.
+gpu-check: $(VENV_STAMP)
+	$(PY) bench/paper_run.py --mode gpu --out results-gpu
+
 # A real single-node SLURM on this machine (root; slurm-wlm + munge from apt when missing), the smoke pipeline through
 # srun under make -j2 against a serial run, then teardown: tests/test_cluster.sh
 test-cluster: $(VENV_STAMP)
@@ -278,7 +293,7 @@ test-cluster: $(VENV_STAMP)
 
 help:
 	@sed -n '1,/^export PYTHONHASHSEED/p' Makefile | grep -E '^#|\?=' | sed 's/^# \{0,1\}//'
-	@echo "Targets: all prepare report audit test pytest smoke test-cluster tune venv clean help"
+	@echo "Targets: all prepare report audit test pytest smoke test-paper gpu-check test-cluster tune venv clean help"
 
 clean:
-	rm -rf $(RESULTS) $(SMOKE_DIR)
+	rm -rf $(RESULTS) $(SMOKE_DIR) $(PAPER_DIR)

@@ -31,8 +31,8 @@ METHODS = 13  # the registry's methods (checked against common.methods below)
 # test: sizes that keep every code path and fit 5 minutes on 2 cores; gpu: the epochs cut, the data whole
 SIZES = {
     "test": {
-        # 120 train rows (64 of them the forget batch), 60 test rows: every split non-empty
-        "01_prepare_data.py": ["--max-train-per-class", "12", "--max-test-per-class", "6"],
+        # 140 train rows (64 of them the forget batch: 76 retain rows, a full batch of 64 for gold), 60 test rows
+        "01_prepare_data.py": ["--max-train-per-class", "14", "--max-test-per-class", "6"],
         "02_train_resnet.py": ["--epochs", "1", "--eval-batch-size", "64"],
         "03_train_vit_refs.py": ["--epochs", "1", "--eval-batch-size", "32"],
         "04_unlearn_vit.py": ["--tsne-per-group", "16", "--relearn-rows", "4", "--relearn-steps", "2",
@@ -88,7 +88,7 @@ def make_test_inputs(out: Path) -> tuple[Path, Path]:
     import fake_data
 
     data = out / "data"
-    fake_data.write_cifar10(data, per_class=12, test_per_class=6)
+    fake_data.write_cifar10(data, per_class=14, test_per_class=6)
     weights = out / "vit_tiny_patch16_224.pth"
     torch.manual_seed(0)
     torch.save(timm.create_model("vit_tiny_patch16_224", pretrained=False).state_dict(), weights)

@@ -590,7 +590,7 @@ def run_audit(trees: dict, cfg, out: Path, results: Path) -> tuple[list[str], di
             plot_audit_exposure(examples, out)}
     metrics = dict(trees=inputs["trees"], not_audited=inputs["missing"], population_like_gold=like_gold,
                    models={r["model"]: {k: v for k, v in r.items() if k != "model"} for r in df.to_dict("records")})
-    return AR.section(df, inputs, like_gold, cfg.audit_permutations), figs, metrics
+    return AR.section(df, inputs, like_gold), figs, metrics
 
 
 def build_report(trees: dict, aggs: dict, floors: dict, repro: dict, figs: dict, results: Path, cl: dict,

@@ -27,7 +27,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 SEED = 42
-METHODS = 13  # the registry's methods (checked against common.methods below)
 # test: sizes that keep every code path and fit 5 minutes on 2 cores; gpu: the epochs cut, the data whole
 SIZES = {
     "test": {
@@ -65,12 +64,13 @@ def fail(stage: str, why: str) -> None:
     sys.exit(1)
 
 
-def run_stage(script: str, args: list[str], log: Path, env: dict) -> float:
-    """Run one stage script; its output goes to log; returns wall seconds. On failure: the last error line."""
+def run_stage(script: str, args: list[str], log: Path, env: dict, prefix: list[str] = ()) -> float:
+    """Run one stage script (after `prefix`, e.g. the md5 shim); its output goes to log; returns wall seconds. On
+    failure: the last error line."""
     start = time.time()
     with open(log, "w") as f:
-        r = subprocess.run([sys.executable, str(ROOT / script), *args], cwd=ROOT, stdout=f, stderr=subprocess.STDOUT,
-                           env=env)
+        r = subprocess.run([sys.executable, *prefix, str(ROOT / script), *args], cwd=ROOT, stdout=f,
+                           stderr=subprocess.STDOUT, env=env)
     if r.returncode:
         lines = [ln for ln in log.read_text().splitlines() if ln.strip()]
         last = next((ln for ln in reversed(lines) if "Error" in ln or "error" in ln), lines[-1] if lines else "")
@@ -212,8 +212,6 @@ def main() -> None:
         print("gpu-check: torch sees no CUDA GPU here (torch.cuda.is_available() is False): run it on a CUDA machine",
               file=sys.stderr)
         sys.exit(1)
-    if len(REGISTRY) != METHODS:
-        print(f"paper_run: the registry has {len(REGISTRY)} methods, this check expects {METHODS}: update METHODS")
     out = Path(a.out or ("results-paper" if a.mode == "test" else "results-gpu")).resolve()
     subprocess.run(["rm", "-rf", str(out)], check=True)
     out.mkdir(parents=True)
@@ -240,16 +238,8 @@ def main() -> None:
             args += ["--noise-gold", "true"]
         if script == "03_train_vit_refs.py" and weights:
             args += ["--weights-file", str(weights)]
-        if script == "01_prepare_data.py" and a.mode == "test":
-            start = time.time()
-            with open(logs / "01_prepare_data.log", "w") as f:
-                r = subprocess.run([sys.executable, "-c", MD5_SHIM, str(data), str(ROOT / script), *args], cwd=ROOT,
-                                   stdout=f, stderr=subprocess.STDOUT, env=env)
-            if r.returncode:
-                fail(script, f"exit {r.returncode}: {(logs / '01_prepare_data.log').read_text().strip().splitlines()[-1]}")
-            times[script] = time.time() - start
-        else:
-            times[script] = run_stage(script, args, logs / f"{Path(script).stem}.log", env)
+        shim = ["-c", MD5_SHIM, str(data)] if script == "01_prepare_data.py" and a.mode == "test" else []
+        times[script] = run_stage(script, args, logs / f"{Path(script).stem}.log", env, shim)
         print(f"paper_run: {script} ok in {times[script]:.1f} s", flush=True)
     times["07_report.py"] = run_stage("07_report.py", ["--profile", "paper", "--results", str(results), "--device",
                                                        device, "--seeds", str(SEED)], logs / "07_report.log", env)

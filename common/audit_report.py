@@ -26,6 +26,7 @@ import torch
 from common import audit as A
 from common.io import PipelineError, load_torch
 from common.stats import holm
+from common.verdict import yes  # a mark that is set: True (None = not tested, False = not caught)
 
 CALIBRATION = {"original": "the original, not unlearned: must be caught",
                "gold_2": "a gold of another seed (seed + 10000): must not be caught"}
@@ -149,29 +150,24 @@ def simulated_forget_score(n_models: int, shift: float, n_examples: int = 100, s
     return A.forget_score(rng.standard_normal((n_models, n_examples)) + shift, g)[0]
 
 
-def V_yes(v) -> bool:
-    """A caught mark that is set (True; None = not tested, False = not caught)."""
-    return isinstance(v, (bool, np.bool_)) and bool(v)
-
-
 def fmt(row, key: str, d: int = 3, lo: str | None = None, hi: str | None = None) -> str:
     lo, hi = lo or f"{key}_ci_lo", hi or f"{key}_ci_hi"
     return f"{row[key]:.{d}f} [{row[lo]:.{d}f}, {row[hi]:.{d}f}]"
 
 
-def section(df: pd.DataFrame, inputs: dict, population_like_gold: dict[str, bool], n_perm: int) -> list[str]:
+def section(df: pd.DataFrame, inputs: dict, population_like_gold: dict[str, bool]) -> list[str]:
     """The report's audit section: what a reader may conclude first, then the design, then the table."""
     k, n = len(inputs["trees"]), int(df["n_forget"].iloc[0])
     cal = df.set_index("model")
     methods = df[df["kind"] == "method"]
     testable = bool(methods["testable"].all()) if len(methods) else False
     p_min, need = float(df["perm_p_min"].max()), A.k_needed(max(len(methods), 1), ALPHA)
-    caught = methods.loc[methods["caught"].map(V_yes), "model"].tolist()
+    caught = methods.loc[methods["caught"].map(yes), "model"].tolist()
     hidden = [m for m in caught if population_like_gold.get(m)]
-    exposed = methods.loc[methods["retain_caught"].map(V_yes), "model"].tolist()
+    exposed = methods.loc[methods["retain_caught"].map(yes), "model"].tolist()
     orig, g2 = cal.loc["original"], cal.loc["gold_2"]
     cal_ok = bool(orig["testable"])
-    ok_orig, ok_g2 = V_yes(orig["caught"]), not V_yes(g2["caught"])
+    ok_orig, ok_g2 = yes(orig["caught"]), not yes(g2["caught"])
     ideal, shifted = simulated_forget_score(k, 0.0), simulated_forget_score(k, 1.0)
     swaps = (f"exact over the {int(df['perm_n'].max())} distinct within-tree swaps" if bool(df["perm_exact"].all())
              else f"{int(df['perm_n'].max()) - 1} random within-tree swaps")
@@ -235,7 +231,7 @@ def section(df: pd.DataFrame, inputs: dict, population_like_gold: dict[str, bool
         lines.append(
             f"| {name} | {fmt(r, 'mean_auc')} | {fmt(r, 'mean_accuracy')} | {fmt(r, 'share_auc_ge_0_9')} | "
             f"{fmt(r, 'tpr_at_1pct_fpr')} | {r['floor_mean_auc']:.3f}, {r['floor_q95']:.3f} | "
-            f"{r['perm_p_holm']:.3g}{' **caught**' if V_yes(r['caught']) else ''} | {fmt(r, 'retain_mean_auc')} "
+            f"{r['perm_p_holm']:.3g}{' **caught**' if yes(r['caught']) else ''} | {fmt(r, 'retain_mean_auc')} "
             f"({r['retain_perm_p_holm']:.3g}) | {fmt(r, 'forget_score', 2)} | {r['challenge_score']:.2f} | "
             f"{fmt(r, 'rmia_auc')} | {fmt(r, 'rmia_tpr_at_1pct_fpr', 3, 'rmia_tpr_ci_lo', 'rmia_tpr_ci_hi')} |")
     lines += ["", "Per model: audit.csv; per example (AUC, accuracy, epsilon, the original-vs-gold gap of the row): "

@@ -29,7 +29,7 @@ Which test when:
   it. A false "equivalent" needs the margin above Delta or a TOST at Delta that rejects falsely, so
   (union bound) a_m + a_t bounds the error: a_m = ALPHA / 2 shared over the F figures (Bonferroni), a_t = ALPHA / 2
   for the TOSTs with Holm over every (model, figure) test the verdict lists. Family-wise error <= ALPHA, whatever
-  the gaps' correlation with gold (`tost_size` simulates it). gold_2's own check (`calibration_margins`) uses a
+  the gaps' correlation with gold (`tost_size` simulates it). gold_2's own check (common.verdict.margins with with_gold_2=False) uses a
   margin from the golds alone (cross-fitted: gold_2 is not in the margin it is tested against). `tost_power` is the
   chance that a true gold of another seed passes under the same rule.
 "Different from gold" is the other question (a gap interval that excludes 0); most cells are neither.

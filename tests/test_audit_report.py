@@ -66,7 +66,7 @@ def test_calibration_rows_and_hand_made_methods(tmp_path):
     assert not df["retain_caught"].any()
     assert df.loc["returns_original", "forget_score"] < df.loc["returns_other_gold", "forget_score"]
     assert set(examples["model"]) == set(df.index) and len(examples) == len(df) * N_FORGET
-    lines = AR.section(df.reset_index(), inputs, {"returns_original": True}, 200)
+    lines = AR.section(df.reset_index(), inputs, {"returns_original": True})
     text = "\n".join(lines)
     assert "K = 8 seed trees" in text and "the original is caught" in text and "gold_2 is not caught" in text
     assert "showed no gap to gold** (no gap shown across the seeds on MIA-efficacy nor on stage 06's forget-row " \
@@ -78,7 +78,7 @@ def test_below_the_k_that_can_reach_holm_the_audit_reports_effects_and_tests_not
     inputs = AR.load(make_trees(tmp_path, 5))  # 2^4 = 16 swaps: smallest p 0.0625 > 0.05, even alone
     df, _ = AR.run(inputs, n_boot=50, n_perm=200, seed=0)
     assert not df["testable"].any() and df["caught"].isna().all() and df["retain_caught"].isna().all()
-    text = "\n".join(AR.section(df, inputs, {}, 200))
+    text = "\n".join(AR.section(df, inputs, {}))
     assert "**Cannot test at K = 5**" in text and "smallest p is 0.0625" in text and "K >= 7" in text
     assert "Calibration**: not testable at K = 5" in text and "returns_original 1.00" in text
     assert "not Hayes et al.'s random-half shadow U-LiRA" in text and "pooled over the examples (K < 16)" in text

@@ -43,7 +43,7 @@ from common.config import ViTUnlearnConfig, config_dict, parse_config, print_con
 from common.data import batches, load_prepared, stage_dir
 from common.io import load_json, remove_stale, run_main, save_checkpoint, save_figure, save_json, write_manifest
 from common.log import RunLog
-from common.methods import METHODS
+from common.methods import methods_for, not_on
 from common.metrics import (classwise_metrics, curve_figures, finite, load_logits, logits_path,
                             save_logits)
 from common.models import load_model
@@ -101,6 +101,8 @@ def past_head_figures(checks: dict, name: str, seed: int) -> dict:
     c, gold = checks[name], checks["gold"]
     return dict(relearn_figures(c["right"], gold["right"] if name != "gold" else None, seed),
                 relearn_curve=c["curve"], **{k: v for k, v in c.items() if k.startswith("probe_")})
+
+METHODS = methods_for("vit")  # this track's registry (a method may be written for one track only)
 
 
 def main() -> None:
@@ -194,7 +196,7 @@ def main() -> None:
 
     metrics = dict(models=models, profile=cfg.profile, device=device, pretrained=refs["pretrained"], img_size=img_size,
                    forget_class=prep["forget_class"], forget_class_name=prep["forget_class_name"],
-                   data_source=prep["source"], n_train=prep["n_train"], n_test=prep["n_test"], methods=names,
+                   data_source=prep["source"], n_train=prep["n_train"], n_test=prep["n_test"], methods=names, not_applicable=not_on("vit"),
                    budget=cfg.budget, gold_units=gold_units, budget_units=cfg.budget * gold_units or None,
                    budgets=parse_budgets(cfg.budgets), curve=curves, reproduction=reproduction, bn=cfg.bn,
                    settings=cfg.settings, tuned=provenance, tsne_png="tsne.png", tsne_per_group=cfg.tsne_per_group,

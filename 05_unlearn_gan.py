@@ -33,7 +33,7 @@ from common.config import ResNetUnlearnConfig, config_dict, parse_config, print_
 from common.data import PREPARE_CMD as PREP_CMD, load_prepared, stage_dir
 from common.io import load_json, remove_stale, run_main, save_checkpoint, save_json, write_manifest
 from common.log import RunLog
-from common.methods import METHODS
+from common.methods import methods_for, not_on
 from common.metrics import (curve_figures, finite, load_logits, logits_path, samplewise_metrics, save_logits,
                             track_train_rows)
 from common.models import RESNET
@@ -45,6 +45,8 @@ from common.unlearn import apply_tuned, check_config, parse_budgets, reproduce, 
 STAGE = "05_unlearn_gan"
 TRAIN_STAGE = "02_train_resnet"
 TRAIN_CMD = "python 02_train_resnet.py (or make all)"
+
+METHODS = methods_for("resnet")  # this track's registry (a method may be written for one track only)
 
 
 def main() -> None:
@@ -90,7 +92,7 @@ def main() -> None:
                             settings_from=provenance[name]["status"], **runs[name])
         log.log("metrics", model=name, **{k: models[name][k] for k in ("acc_forget", "acc_retain", "acc_test")})
 
-    metrics = dict(models=models, profile=cfg.profile, device=device, methods=names, budget=cfg.budget,
+    metrics = dict(models=models, profile=cfg.profile, device=device, methods=names, not_applicable=not_on("resnet"), budget=cfg.budget,
                    gold_units=gold_units, budget_units=cfg.budget * gold_units or None,
                    budgets=parse_budgets(cfg.budgets), curve=curves, reproduction=reproduction, bn=cfg.bn, norm=norm,
                    augment=t.augment, forget_size=len(splits["sample_forget"]), settings=cfg.settings,

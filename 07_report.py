@@ -481,9 +481,11 @@ TITLES = {"vit": "ViT track: class-wise forgetting (reference A's scenario)",
 def settings_lines(m: dict, track: str) -> list[str]:
     """Per method: where its settings came from (stage 04 / 05 metrics `tuned`): tuned by `make tune` (trials,
     tuning problem, objective against the defaults' on the tuning problem, tuning cost) or official defaults (why)."""
-    prov = m.get({"vit": "04_unlearn_vit", "resnet": "05_unlearn_gan"}[track], {}).get("tuned") or {}
+    stage = m.get({"vit": "04_unlearn_vit", "resnet": "05_unlearn_gan"}[track], {})
+    prov = stage.get("tuned") or {}
+    skipped = [f"- Not run on this track: {n} ({why})." for n, why in (stage.get("not_applicable") or {}).items()]
     if not prov:
-        return []
+        return skipped + [""] * bool(skipped)
     lines = ["Settings per method (`make tune`: Optuna TPE on the tuning problem, which the report never scores; "
              "objective = norm of the gaps to the tuning gold on forget, retain and test_val accuracy and the "
              "membership figure, in points). The tuning cost is stated apart from each run's compute and RTE:", ""]
@@ -503,7 +505,7 @@ def settings_lines(m: dict, track: str) -> list[str]:
         else:
             text = f"official defaults ({p.get('why', '')})"
         lines.append(f"- {name}: {text}")
-    return lines + [""]
+    return lines + skipped + [""]
 
 
 def claims(per_seed: dict, boots: dict, track: str) -> dict:

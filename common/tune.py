@@ -55,7 +55,7 @@ from common.config import (TuneConfig, ViTUnlearnConfig, ResNetUnlearnConfig, pa
                            resolve_runtime)
 from common.data import PREPARE_CMD, batches, load_prepared, stage_dir
 from common.io import PipelineError, load_json, run_main, save_json, sha256
-from common.methods import METHODS
+from common.methods import METHODS, methods_for
 from common.metrics import group_auc, mia_efficacy, true_class_confidence, true_class_log_prob
 from common.models import autocast, load_model
 from common.seed import set_seed
@@ -240,7 +240,7 @@ def names_of(cfg: TuneConfig) -> tuple[list[str], list[str]]:
     bad = [t for t in tracks if t not in TRACKS]
     if bad or not tracks:
         raise PipelineError(f"unknown or no track(s) {bad or cfg.tracks!r} in --tracks: use vit, resnet or both")
-    return tracks, chosen_methods(cfg.methods, METHODS)
+    return tracks, chosen_methods(cfg.methods, METHODS)  # per track: those of methods_for(track) (run_tracks)
 
 
 def complete_trials(study) -> list:
@@ -277,7 +277,7 @@ def create(cfg: TuneConfig, storage) -> None:
     tracks, methods = names_of(cfg)
     for track in tracks:
         ucfg = tuned_settings_cfg(cfg, track)
-        for name in methods:
+        for name in [n for n in methods if n in methods_for(track)]:  # a one-track method: its track only
             study = optuna.create_study(study_name=study_name(cfg.profile, track, name), storage=storage,
                                         direction="minimize", load_if_exists=True)
             if not study.get_trials(deepcopy=False):  # once per study, not once per worker
@@ -303,7 +303,7 @@ def work(cfg: TuneConfig, storage, device: str) -> None:
     startup = cfg.startup_trials or max(1, round(cfg.trials / 3))
     for track in tracks:
         problem = None
-        for name in methods:
+        for name in [n for n in methods if n in methods_for(track)]:  # a one-track method: its track only
             sampler = optuna.samplers.TPESampler(seed=cfg.sampler_seed + cfg.worker, n_startup_trials=startup,
                                                  constant_liar=True)
             try:
@@ -355,7 +355,7 @@ def collect(cfg: TuneConfig, storage) -> None:
             forget_class=prep["forget_class"] if track == "vit" else None,
             forget_rows=splits["sample_forget"].tolist() if track == "resnet" else None)
         entry["methods"] = dict(entry.get("methods", {}))
-        for name in methods:
+        for name in [n for n in methods if n in methods_for(track)]:  # a one-track method: its track only
             study = optuna.load_study(study_name=study_name(cfg.profile, track, name), storage=storage)
             check_tree(study, cfg, track)
             done = complete_trials(study)

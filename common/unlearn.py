@@ -80,6 +80,12 @@ class Budget:
     def charge(self, images: int, backward: bool) -> None:
         self.pending += images * (3 if backward else 1)
 
+    def charge_backward(self, images: int, times: int = 1) -> None:
+        """`times` more backward passes of `images` through a graph whose forward was charged once (2 units per image
+        each): Fisher forgetting's one backward per class, a gradient taken with respect to the inputs (FGSM) of a
+        frozen network, whose forward the hook charged 1."""
+        self.pending += 2 * images * times
+
     def watch(self, module: nn.Module):
         """Charge every forward of `module` (returns the hook handle; remove it when the run ends)."""
 
@@ -333,6 +339,12 @@ def chosen_methods(spec: str, registry: dict) -> list[str]:
     """`all` or a comma-separated list of registry names (one-line error for an unknown name)."""
     names = list(registry) if spec.strip() == "all" else [m.strip() for m in spec.split(",") if m.strip()]
     unknown = [m for m in names if m not in registry]
+    from common.methods import METHODS  # a method of another track only: say so, and why (its TRACK_NOTE)
+    elsewhere = [m for m in unknown if m in METHODS]
+    if elsewhere:
+        why = getattr(METHODS[elsewhere[0]], "TRACK_NOTE", "")
+        raise PipelineError(f"method {elsewhere[0]!r} does not run on this track ({why}): drop it from --methods, or "
+                            f"use names from {', '.join(registry)}")
     if unknown or not names:
         raise PipelineError(f"unknown or no method(s) {unknown or spec!r} in --methods: use 'all' or names from "
                             f"{', '.join(registry)}")

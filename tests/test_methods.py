@@ -261,6 +261,22 @@ def test_chosen_methods_and_budget_parsing():
             parse_budgets(bad)
 
 
+def test_a_method_of_one_track_is_left_out_of_the_other_with_its_reason(monkeypatch):
+    """TRACKS = ("vit",): methods_for("resnet") leaves it out, not_on says why, and naming it on that track is a
+    one-line error that gives the reason (not "unknown method")."""
+    import common.methods as M
+
+    mod = M.METHODS["finetune"]
+    monkeypatch.setattr(mod, "TRACKS", ("vit",), raising=False)
+    monkeypatch.setattr(mod, "TRACK_NOTE", "class-wise only: test", raising=False)
+    assert "finetune" in M.methods_for("vit") and "finetune" not in M.methods_for("resnet")
+    assert M.not_on("resnet") == {"finetune": "class-wise only: test"} and "finetune" not in M.not_on("vit")
+    assert list(M.methods_for("resnet")) == [n for n in METHODS if n != "finetune"]  # registry order kept
+    with pytest.raises(PipelineError, match="'finetune' does not run on this track .class-wise only: test."):
+        chosen_methods("finetune", M.methods_for("resnet"))
+    assert chosen_methods("all", M.methods_for("resnet")) == [n for n in METHODS if n != "finetune"]
+
+
 # ------------------------------------------------------------------------------ reference A's 2-stage
 def test_contrastive_loss_with_tau_hand_computed():
     # S = z_f z_r^T / tau = [[1/tau, 0]]; -log softmax = [log(1 + e^(1/tau)) - 1/tau, log(1 + e^(1/tau))]

@@ -200,3 +200,19 @@ def test_report_on_the_resnet_track_only(run_stage, results):
     assert agg["missing_stages"] == ["05_unlearn_gan"]
     code, err = run_stage("07_report.py", ["--profile", "smoke", "--results", str(results), "--tracks", "cnn"])
     assert code != 0 and "names no track" in err
+
+
+def test_report_names_the_methods_a_track_leaves_out_and_why():
+    """Stage 05's `not_applicable` (a method written for class-wise forgetting only) becomes a line of the track's
+    settings list, with its reason; a track without one gets no such line."""
+    from conftest import load_stage
+
+    report = load_stage("07_report.py")
+    m = {"05_unlearn_gan": dict(tuned={"finetune": dict(status="official", why="--settings official")},
+                                not_applicable={"unsir": "class-wise only: its official code has no sample-wise variant"})}
+    lines = report.settings_lines(m, "resnet")
+    assert "- Not run on this track: unsir (class-wise only: its official code has no sample-wise variant)." in lines
+    assert lines[-1] == "" and any(line.startswith("- finetune: official defaults") for line in lines)
+    m["05_unlearn_gan"].pop("tuned")
+    assert report.settings_lines(m, "resnet")[0].startswith("- Not run on this track: unsir")
+    assert not any("Not run" in line for line in report.settings_lines({"04_unlearn_vit": {}}, "vit"))

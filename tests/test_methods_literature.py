@@ -565,7 +565,12 @@ def fast(name):
         out.update(retain_only_steps=3)
     if name == "ssd":
         out.update(ssd_alpha=1.0)  # something is selected on a tiny untrained net
+    if name == "unsir":
+        out.update(unsir_noise_steps=3, unsir_noise_repeats=4)  # 12 noise rows + 18 retain rows
     return out
+
+
+ONCE = {n for n, m in METHODS.items() if m.SCHEDULE == "once"}  # one indivisible pass, no step (SSD, Fisher, IU)
 
 
 @pytest.mark.parametrize("make_model", [TinyConvNet, tiny_vit], ids=["convnet_bn", "vit"])
@@ -584,7 +589,7 @@ def test_every_method_runs_and_returns_a_numeric_history(name, make_model):
     assert not ctx.hooks  # the runner removed its counting hooks
 
 
-INDIVISIBLE_FIRST = {"ssd", "scrub", "salun", "gan", "gan_reference"}  # set-up / smallest work done whole
+INDIVISIBLE_FIRST = {"scrub", "salun", "gan", "gan_reference", "unsir"} | ONCE  # set-up / smallest work done whole
 
 
 @pytest.mark.parametrize("name", list(METHODS))
@@ -593,9 +598,9 @@ def test_no_method_takes_a_step_once_the_budget_is_spent(name):
     before = state(model)
     r = run(name, model, ctx, limit=1)  # one unit: not even one image forward and backward
     params_same = all(torch.equal(p.detach(), before[n]) for n, p in model.named_parameters())
-    if name == "ssd":  # one indivisible pass: done whole, marked over budget, never truncated
+    if name in ONCE:  # one indivisible pass: done whole, marked over budget, never truncated
         assert r["over_budget"] and not r["cut"] and not params_same
-        assert r["units"] == METHODS["ssd"].units_per_step(ctx.s, ctx)
+        assert r["units"] == METHODS[name].units_per_step(ctx.s, ctx)
     elif name == "scrub":  # its first max-step is its smallest unit of work: taken, over budget, then it stops
         assert r["over_budget"] and r["cut"] and r["steps"] == 1 and not params_same
     else:
@@ -646,7 +651,7 @@ class RecordingBudget(Budget):
 
 COST_CASES = [(n, {}) for n in METHODS] + [("random_label", dict(random_label_mixed=True)),
                                           ("salun", dict(salun_mixed=True))]
-SETUP_SETTLES = {"gan", "gan_reference", "salun"}  # indivisible set-up committed before the first step
+SETUP_SETTLES = {"gan", "gan_reference", "salun", "unsir"}  # indivisible set-up committed before the first step
 
 
 @pytest.mark.parametrize("batch", [4, 8, None], ids=["batch4_all_full", "batch8_forget_smaller", "defaults"])
@@ -678,12 +683,15 @@ def test_declared_cost_per_step_matches_the_counted_units(monkeypatch, name, ext
             uf = 3 * min(s.batch_size, N_FORGET)
             assert all(c <= max(uf, ups) for c in commits) and ups in commits  # partial last batches cost less
             expected = commits
+    elif name == "unsir":  # impair steps units_per_step, then repair steps 3 x min(repair batch, retain rows)
+        k = history[1]["steps"]
+        expected = [ups] * k + [3 * min(s.repair_batch_size, N - N_FORGET)] * (len(commits) - k)
     elif name == "two_stage":  # stage 1's steps cost 3 x min(batch, |forget|); stage 2's units_per_step
         k = history[0]["steps"]
         expected = [3 * min(s.batch_size, N_FORGET)] * k + [ups] * (len(commits) - k)
     else:
         expected = [ups] * len(commits)
-    if name == "ssd":
+    if name in ONCE:
         assert commits == [] and settles == [ups, 0]  # the one indivisible pass, then nothing left at the end
     else:
         assert len(commits) > 0
@@ -750,7 +758,7 @@ def test_every_optimiser_step_follows_a_budget_commit_that_allowed_it(monkeypatc
     finally:
         handle.remove()
     steps = [e for e in events if e[0] == "step"]
-    if name == "ssd":
+    if name in ONCE:
         assert not events and r["steps"] == 0  # no optimiser, no step, no commit
         return
     assert r["cut"] and len(steps) == r["steps"] == 2  # every method plans at least 3

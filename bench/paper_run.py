@@ -4,7 +4,7 @@
 Every stage 01-07 runs with `--profile paper`; the only overrides are sizes of the profile's own fields (rows per
 class, epochs, t-SNE points, relearn-probe steps, eval batch). Everything else stays `paper`: the ViT at 224 px from
 ImageNet-format weights (`--weights-file`), the batch sizes, the optimisers, B's normalisation and crop + flip, the
-64-row forget batch, the reproduction runs without a budget, all 13 methods.
+64-row forget batch, the reproduction runs without a budget, every registered method (each track's).
 
   python bench/paper_run.py --mode test [--out results-paper]   # make test-paper: <= 5 min on 2 CPU cores
   python bench/paper_run.py --mode gpu  [--out results-gpu]     # make gpu-check: needs CUDA, data + weights online
@@ -53,8 +53,8 @@ STAGES = list(SIZES["test"])
 SETTING = {"01_prepare_data.py": "source cifar10 (cifar-10-batches-py), forget_size 64",
            "02_train_resnet.py": "ResNet-18, Adam 1e-3, batch 64, reference B's normalisation, crop + flip",
            "03_train_vit_refs.py": "ViT-Tiny 224 px from --weights-file, SGD 1e-4, batch 64",
-           "04_unlearn_vit.py": "13 methods at 224 px + reference A's reproduction runs (no budget), t-SNE",
-           "05_unlearn_gan.py": "13 methods on ResNet-18 + reference B's GAN reproduction (no budget)",
+           "04_unlearn_vit.py": "every method at 224 px + reference A's reproduction runs (no budget), t-SNE",
+           "05_unlearn_gan.py": "every sample-wise method on ResNet-18 + reference B's GAN reproduction (no budget)",
            "06_membership_attack.py": "membership-inference attacks",
            "07_report.py": "the report"}
 
@@ -206,7 +206,7 @@ def main() -> None:
     a = ap.parse_args()
     import torch
 
-    from common.methods import METHODS as REGISTRY
+    from common.methods import methods_for
 
     if a.mode == "gpu" and not torch.cuda.is_available():
         print("gpu-check: torch sees no CUDA GPU here (torch.cuda.is_available() is False): run it on a CUDA machine",
@@ -250,9 +250,9 @@ def main() -> None:
     cfg = man.get("config", {})
     if cfg.get("img_size") != 224 or not cfg.get("pretrained"):
         fail("03_train_vit_refs.py", f"ran at img_size {cfg.get('img_size')}, pretrained {cfg.get('pretrained')}")
-    for stage in ("04_unlearn_vit", "05_unlearn_gan"):
+    for stage, track in (("04_unlearn_vit", "vit"), ("05_unlearn_gan", "resnet")):
         models = json.loads((tree / stage / "metrics.json").read_text()).get("models", {})
-        missing = sorted(set(REGISTRY) - set(models))
+        missing = sorted(set(methods_for(track)) - set(models))  # every method of the track's registry
         if missing:
             fail(f"{stage}.py", f"no result for {', '.join(missing)}")
     prep_m = json.loads((tree / "01_prepare_data" / "metrics.json").read_text())

@@ -31,7 +31,8 @@ Compute: the budget is counted work, not time: 1 unit per image forward through 
 the original), 2 more per image backward, so gold's training cost = epochs x rows x 3. "compute % of gold" =
 100 x units / gold's units, for every row that has units (original and gold_2 included). Status: "cut" = the
 budget stopped the method before its schedule ended; "over budget" = an indivisible pass (e.g. SSD's importances)
-exceeded the budget and still ran in full.
+exceeded the budget and still ran in full; "diverged" = the model's logits are not finite (e.g. Fisher
+forgetting's noise at too large an alpha): its figures are NaN and it is left out of the ranking and the tests.
 RTE (run-time efficiency): the method's wall time (its unlearning steps, no evaluation), and as % of gold's
 training time measured the same way (training passes only). Reported only: wall time never decides anything.
 Budget curve (budget_curve.png): every method re-run at each --budgets fraction (stage 04/05 `curve`), each point's
@@ -141,7 +142,8 @@ def track_tables(m: dict) -> dict[str, pd.DataFrame]:
     return {t: pd.DataFrame.from_dict(r, orient="index") for t, r in rows.items() if r}
 
 
-STATUS_FLAGS = (("over_budget", "over budget"), ("cut", "cut"), ("phases_dropped", "phases dropped"))
+STATUS_FLAGS = (("over_budget", "over budget"), ("cut", "cut"), ("phases_dropped", "phases dropped"),
+                ("diverged", "diverged"))  # diverged: non-finite logits, figures NaN, left out of the ranking
 
 
 def status(row: pd.Series) -> str:

@@ -216,3 +216,14 @@ def test_report_names_the_methods_a_track_leaves_out_and_why():
     m["05_unlearn_gan"].pop("tuned")
     assert report.settings_lines(m, "resnet")[0].startswith("- Not run on this track: unsir")
     assert not any("Not run" in line for line in report.settings_lines({"04_unlearn_vit": {}}, "vit"))
+
+
+def test_a_diverged_model_says_so_in_its_status():
+    """Non-finite logits (stage 04 / 05 `diverged`): the status column names it, per seed and over seeds."""
+    from conftest import load_stage
+
+    report = load_stage("07_report.py")
+    row = pd.Series(dict(over_budget=True, cut=False, diverged=True))
+    assert report.status(row) == "over budget, diverged"
+    per_seed = {s: pd.DataFrame([dict(over_budget=True, diverged=d)], index=["fisher"]) for s, d in (("1", True), ("2", False))}
+    assert report.agg_status(per_seed, "fisher") == "over budget, diverged (1/2 seeds)"

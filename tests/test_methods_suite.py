@@ -68,7 +68,7 @@ def test_fisher_adds_the_official_noise_once(track):
     ref = TinyConvNet()
     ref.load_state_dict(start)
     ref.eval()
-    ctx.s = METHODS and fisher_settings(ctx)
+    ctx.s = fisher_settings(ctx)
     f = fisher.fisher_diagonal(ref, ctx, ctx.retain)
     gen = torch.Generator().manual_seed(ctx.cfg.seed)
     forget_class = 0 if track == "vit" else None

@@ -592,7 +592,8 @@ def run_audit(trees: dict, cfg, out: Path, results: Path) -> tuple[list[str], di
             plot_audit_auc(examples, out),
             "Per-example audit: attack accuracy against the original-vs-gold gap of each forget example":
             plot_audit_exposure(examples, out)}
-    metrics = dict(trees=inputs["trees"], not_audited=inputs["missing"], population_like_gold=like_gold,
+    metrics = dict(trees=inputs["trees"], not_audited=inputs["missing"], diverged=inputs["diverged"],
+                   population_like_gold=like_gold,
                    models={r["model"]: {k: v for k, v in r.items() if k != "model"} for r in df.to_dict("records")})
     return AR.section(df, inputs, like_gold), figs, metrics
 

@@ -69,7 +69,7 @@ def load(trees: dict[str, Path]) -> dict:
     control = s["sample_retain"][torch.randperm(len(s["sample_retain"]),
                                                 generator=torch.Generator().manual_seed(CONTROL_SEED))[:len(forget)]]
     models = [m for m in per_tree[0] if all(m in f for f in per_tree)]
-    out = {}
+    out, diverged = {}, []
     for m in models:
         rows = []
         for files in per_tree:
@@ -82,9 +82,14 @@ def load(trees: dict[str, Path]) -> dict:
                              acc_retain=100 * float((tr[s["sample_retain"]].argmax(1) == lab["train"][s["sample_retain"]])
                                                     .double().mean()),
                              acc_test=100 * float((te[test].argmax(1) == lab["test"][test]).double().mean())))
-        out[m] = {k: np.stack([r[k] for r in rows]) for k in rows[0]}
+        stacked = {k: np.stack([r[k] for r in rows]) for k in rows[0]}
+        if all(np.isfinite(v).all() for v in stacked.values()) or m in ("original", "gold", "gold_2"):
+            out[m] = stacked
+        else:  # non-finite logits in some tree (stage 05's "diverged"): no per-example figure exists
+            diverged.append(m)
     missing = sorted({m for f in per_tree for m in f} - set(models))
-    return dict(models=out, trees=list(trees), forget=forget.numpy(), control=control.numpy(), missing=missing)
+    return dict(models=out, trees=list(trees), forget=forget.numpy(), control=control.numpy(), missing=missing,
+                diverged=diverged)
 
 
 def run(inputs: dict, n_boot: int, n_perm: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -206,6 +211,9 @@ def section(df: pd.DataFrame, inputs: dict, population_like_gold: dict[str, bool
              "not comparable with the challenge's.", ""]
     if inputs["missing"]:
         lines += [f"Not in every tree, so not audited: {', '.join(inputs['missing'])}.", ""]
+    if inputs.get("diverged"):
+        lines += [f"Diverged (non-finite logits in at least one tree), so not audited: {', '.join(sorted(inputs['diverged']))}.",
+                  ""]
     lines += [
         "Design: a fixed-forget-set, K-seed audit in the NeurIPS 2023 unlearning challenge's style, not Hayes et al.'s "
         "random-half shadow U-LiRA (hundreds of shadow models). Per forget example, the statistic log p_y - "

@@ -118,7 +118,12 @@ def audit_problems(results: Path, seeds: list[str]) -> list[str]:
         return [f"no {csv}"]
     df = pd.read_csv(csv).set_index("model")
     methods = {p.stem for p in (results / f"seed-{seeds[0]}" / "05_unlearn_gan" / "logits").glob("*.pt")}
-    for m in sorted({"original", "gold_2"} | methods):
+    metrics = json.loads((results / "07_report" / "metrics.json").read_text())
+    diverged = set(metrics.get("audit", {}).get("diverged", []))  # non-finite logits: named, not audited
+    if diverged and "so not audited: " + ", ".join(sorted(diverged)) not in ((results / "report.md").read_text()
+                                                                            if (results / "report.md").is_file() else ""):
+        out.append(f"report.md does not name the diverged models {sorted(diverged)} as not audited")
+    for m in sorted(({"original", "gold_2"} | methods) - diverged):
         if m not in df.index:
             out.append(f"audit.csv has no row for {m}")
             continue
@@ -138,7 +143,6 @@ def audit_problems(results: Path, seeds: list[str]) -> list[str]:
     for want in wants:
         if want not in text:
             out.append(f"report.md lacks {want!r}")
-    metrics = json.loads((results / "07_report" / "metrics.json").read_text())
     if set(metrics.get("audit", {}).get("models", {})) != set(df.index):
         out.append("07_report/metrics.json's audit does not list the models of audit.csv")
     for f in ("audit_auc.png", "audit_exposure.png", "audit_examples.csv"):

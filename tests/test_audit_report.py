@@ -93,3 +93,20 @@ def test_bad_tree_sets_are_one_line_errors(tmp_path):
     (trees["1"] / "02_train_resnet" / "logits" / "gold_2.pt").unlink()
     with pytest.raises(PipelineError, match="gold_2.pt is missing"):
         AR.load(trees)
+
+
+def test_a_diverged_method_is_left_out_of_the_audit_and_named(tmp_path):
+    """A method whose logits are non-finite in one tree (stage 05's "diverged", e.g. Fisher forgetting at too large
+    an alpha) has no per-example figure: it is not audited, the others are, and the section says which and why."""
+    trees = make_trees(tmp_path, 5)
+    for i, tree in enumerate(trees.values()):
+        z = torch.load(tree / "05_unlearn_gan" / "logits" / "returns_original.pt")
+        if i == 2:
+            z["train"][0, 0] = float("nan")
+        torch.save(z, tree / "05_unlearn_gan" / "logits" / "diverges.pt")
+    inputs = AR.load(trees)
+    assert inputs["diverged"] == ["diverges"] and "diverges" not in inputs["models"]
+    df, _ = AR.run(inputs, n_boot=20, n_perm=50, seed=0)
+    assert "diverges" not in set(df["model"]) and "returns_original" in set(df["model"])
+    text = "\n".join(AR.section(df, inputs, {}))
+    assert "Diverged (non-finite logits in at least one tree), so not audited: diverges." in text

@@ -100,7 +100,7 @@ def test_a_diverged_method_is_left_out_of_the_audit_and_named(tmp_path):
     an alpha) has no per-example figure: it is not audited, the others are, and the section says which and why."""
     trees = make_trees(tmp_path, 5)
     for i, tree in enumerate(trees.values()):
-        z = torch.load(tree / "05_unlearn_gan" / "logits" / "returns_original.pt")
+        z = torch.load(tree / "05_unlearn_gan" / "logits" / "returns_original.pt", weights_only=True)
         if i == 2:
             z["train"][0, 0] = float("nan")
         torch.save(z, tree / "05_unlearn_gan" / "logits" / "diverges.pt")

@@ -23,8 +23,16 @@ import torch.nn.functional as F
 
 from common.methods._base import epoch_row, forward, optimise
 
+# deepunlearn's defaults and search space, shared by eu_k and cf_k (each adds its `augment`)
+SETTINGS = dict(lr=0.01, epochs=10, batch_size=256, k=1, anchor=0.1)
+PRESETS = {"smoke": dict(epochs=1, batch_size=32)}
+SEARCH_SPACE = dict(lr=("log", 1e-5, 1e-1), epochs=("int", 1, 10), k=("int", 1, 4), anchor=("log", 1e-5, 1e-1))
 DECAY = (0.5, 0.8, 0.9)  # milestones as fractions of the epochs (deepunlearn fk_finetune)
 DECAY_RATE = 0.1  # deepunlearn's sgda_decay_rate default
+
+
+def units_per_step(s, ctx) -> int:
+    return 3 * min(s.batch_size, len(ctx.retain))
 
 
 def blocks_and_classifier(model: nn.Module) -> tuple[list[str], list[str]]:

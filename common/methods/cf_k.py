@@ -12,19 +12,17 @@ anchor log 1e-5 .. 0.1), epochs and k within this harness's ranges. Schedule: fi
 """
 from __future__ import annotations
 
+from common.methods import _last_k
 from common.methods._last_k import finetune_last_k, trained_modules
 
 KIND = "literature"
 SOURCE = "official defaults: xcadet/deepunlearn munl/unlearning/catastrophic_forgetting_k.py + scrub_utils.fk_finetune"
 # augment "none": deepunlearn's default_loaders (test transform) for CF-k
-SETTINGS = dict(augment="none", lr=0.01, epochs=10, batch_size=256, k=1, anchor=0.1)
-PRESETS = {"smoke": dict(epochs=1, batch_size=32)}
-SEARCH_SPACE = dict(lr=("log", 1e-5, 1e-1), epochs=("int", 1, 10), k=("int", 1, 4), anchor=("log", 1e-5, 1e-1))
+SETTINGS = dict(augment="none", **_last_k.SETTINGS)
+PRESETS, SEARCH_SPACE = _last_k.PRESETS, _last_k.SEARCH_SPACE
 SCHEDULE = "fixed"
 
-
-def units_per_step(s, ctx) -> int:
-    return 3 * min(s.batch_size, len(ctx.retain))
+units_per_step = _last_k.units_per_step
 
 
 def run(model, ctx) -> list[dict]:

@@ -15,18 +15,16 @@ from __future__ import annotations
 
 import torch
 
+from common.methods import _last_k
 from common.methods._last_k import finetune_last_k, trained_modules
 
 KIND = "literature"
 SOURCE = "official defaults: xcadet/deepunlearn munl/unlearning/exact_unlearning_k.py + scrub_utils.fk_finetune"
-SETTINGS = dict(augment="as_trained", lr=0.01, epochs=10, batch_size=256, k=1, anchor=0.1)
-PRESETS = {"smoke": dict(epochs=1, batch_size=32)}
-SEARCH_SPACE = dict(lr=("log", 1e-5, 1e-1), epochs=("int", 1, 10), k=("int", 1, 4), anchor=("log", 1e-5, 1e-1))
+SETTINGS = dict(augment="as_trained", **_last_k.SETTINGS)
+PRESETS, SEARCH_SPACE = _last_k.PRESETS, _last_k.SEARCH_SPACE
 SCHEDULE = "fixed"
 
-
-def units_per_step(s, ctx) -> int:
-    return 3 * min(s.batch_size, len(ctx.retain))
+units_per_step = _last_k.units_per_step
 
 
 @torch.no_grad()

@@ -8,7 +8,8 @@ original was trained with, runs under the same counted compute budget (`budget` 
 units of images forward + 2 x images backward, common.unlearn) and is evaluated by one forward pass over every
 train and test row, cached as logits. Figures come from cached logits (common.metrics.classwise_metrics; JS to
 gold's logits, natural log as reference A). The forget set is the whole forget class; `ctx.unseen` = stage 01's
-test_unseen rows. t-SNE of pooled pre-logit features of one seeded sample of retain + forget train images.
+test_unseen rows. t-SNE of pooled pre-logit features of one seeded sample of retain + forget train images. A
+method's t-SNE and probe features come from the same evaluation pass as its logits (common.train.split_logits).
 Past the head (common.probes, every model incl. original and gold): relearn time (forget-class test_eval accuracy
 after the same short fine-tune on forget-class train rows) and a linear probe of the forget class on pre-logit
 features (fitted on test_unseen + test_val, AUC on test_eval); evaluation cost, outside every budget.
@@ -146,11 +147,15 @@ def main() -> None:
                  for k, r in (("fit", fit_rows), ("eval", dev_rows["test_eval"]))}
     checks = {}
 
-    def past_head(name, m):
+    def past_head(name, m, test_features=None):
         curve, right = relearn(m, *on_device["train"], plan, forget_x, forget_y, relearn_lr, cfg.relearn_every,
                                ctx.train_transform, device, cfg.amp)
-        f = {k: predict(m, batches(test_x, test_y, r, cfg.eval_batch_size, transform, device), device,
-                        desc="probe features", features=True) for k, r in (("fit", fit_rows), ("eval", dev_rows["test_eval"]))}
+        probe_rows = (("fit", fit_rows), ("eval", dev_rows["test_eval"]))
+        if test_features is not None:  # from the evaluation pass that made the model's logits
+            f = {k: test_features[r.cpu()] for k, r in probe_rows}
+        else:
+            f = {k: predict(m, batches(test_x, test_y, r, cfg.eval_batch_size, transform, device), device,
+                            desc="probe features", features=True) for k, r in probe_rows}
         probe = (linear_probe(f["fit"].numpy(), is_forget["fit"], f["eval"].numpy(), is_forget["eval"], cfg.seed)
                  if all(torch.isfinite(v).all() for v in f.values()) else {"probe_auc": float("nan")})
         checks[name] = dict(curve=curve, right=right, **probe)
@@ -163,17 +168,26 @@ def main() -> None:
             feats["gold"] = features(ref_model)
         past_head(name, ref_model)
 
+    last = {}  # the pre-logit features of the last evaluation pass, for the logits it returned
+
+    def evaluate(m):
+        split_features = {}
+        logits = split_logits(m, on_device, cfg.eval_batch_size, transform, device, features=split_features)
+        last.update(logits=logits, features=split_features)
+        return logits
+
     def save(name, model, logits):
         save_checkpoint(out / f"{name}.pt", model, ckpt["model_name"], ckpt["model_args"], config_dict(cfg),
                         method=name, unlearned_from=str(refs_dir / "original.pt"))
         save_logits(logits_path(cfg.results, STAGE, name), logits["train"], logits["test"])
-        feats[name] = features(model)
-        past_head(name, model)
+        if last.get("logits") is logits:  # one forward per model and split: t-SNE and probe reuse that pass
+            feats[name] = last["features"]["train"][sample]
+            past_head(name, model, last["features"]["test"])
+        else:
+            feats[name] = features(model)
+            past_head(name, model)
 
     gold_units = refs["models"]["gold"]["units"]
-
-    def evaluate(m):
-        return split_logits(m, on_device, cfg.eval_batch_size, transform, device)
 
     curve_point = lambda lg: curve_figures("vit", lg, data, splits)  # noqa: E731
     runs, curves = run_methods(names, METHODS, model, ctx, gold_units, evaluate, save, log,

@@ -61,17 +61,40 @@ def predict(model: nn.Module, batch_iter: Iterable, device: str, total: int | No
     return torch.cat(outs) if outs else torch.empty(0)
 
 
+@torch.no_grad()
+def predict_with_features(model: nn.Module, batch_iter: Iterable, device: str, total: int | None = None,
+                          desc: str = "eval") -> tuple[torch.Tensor, torch.Tensor]:
+    """Float32 CPU (logits, timm pre-logit features) of every batch from one forward pass: the head applied to the
+    same `forward_features` output (timm's `forward` is exactly forward_head(forward_features(x)), so the logits
+    equal `predict`'s). Spares the second pass a stage would otherwise run for t-SNE or a probe."""
+    model.eval()
+    logits, feats = [], []
+    for x, _ in progress(batch_iter, total=total, desc=desc):
+        f = model.forward_features(x)
+        logits.append(model.forward_head(f).float().cpu())
+        feats.append(model.forward_head(f, pre_logits=True).float().cpu())
+    if not logits:
+        return torch.empty(0), torch.empty(0)
+    return torch.cat(logits), torch.cat(feats)
+
+
 def split_logits(model: nn.Module, splits: dict, batch_size: int, transform: Callable, device: str,
-                 rows: dict | None = None) -> dict:
+                 rows: dict | None = None, features: dict | None = None) -> dict:
     """One eval forward pass over each named (uint8 images, labels) split, in row order: {name: float32 CPU
     logits}. With `rows` = {name: index tensor}, only those rows of that split are evaluated and the others hold
-    NaN (rows no figure uses). Used for the logits caches (common.metrics)."""
+    NaN (rows no figure uses). With a `features` dict (timm models, no `rows`), the same pass also fills it with
+    {name: pre-logit features}. Used for the logits caches (common.metrics)."""
+    if features is not None and rows is not None:
+        raise ValueError("split_logits: features are filled for whole splits only (no rows)")
     out = {}
     for name, (x, y) in splits.items():
         idx = None if rows is None else rows.get(name)
         n = len(y) if idx is None else len(idx)
-        lg = predict(model, batches(x, y, idx, batch_size, transform, device), device,
-                     total=num_batches(n, batch_size), desc=name)
+        it = batches(x, y, idx, batch_size, transform, device)
+        if features is not None:
+            lg, features[name] = predict_with_features(model, it, device, total=num_batches(n, batch_size), desc=name)
+        else:
+            lg = predict(model, it, device, total=num_batches(n, batch_size), desc=name)
         if idx is not None:
             full = torch.full((len(y), lg.shape[1]), float("nan"))
             full[idx.cpu()] = lg

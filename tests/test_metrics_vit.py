@@ -94,3 +94,26 @@ def test_partial_logits_are_nan_off_the_scored_rows_and_finite_checks_only_those
     assert torch.allclose(out["train"][rows], full[rows]) and torch.isnan(out["train"][[0, 2, 3, 5]]).all()
     assert torch.isfinite(out["test"]).all()
     assert finite(out, train_rows=rows) and not finite(out)
+
+
+def test_split_logits_fills_features_from_the_same_pass_as_the_logits():
+    """04 takes t-SNE and probe features from its evaluation pass: the logits must be the plain forward's and the
+    features `predict(features=True)`'s, row for row, at any batch size."""
+    import timm
+
+    from common.train import predict, split_logits
+
+    torch.manual_seed(0)
+    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=3, img_size=32).eval()
+    x = torch.randint(0, 256, (7, 3, 32, 32), dtype=torch.uint8)
+    y = torch.zeros(7, dtype=torch.long)
+    tf = lambda b: b.float() / 255  # noqa: E731
+    feats = {}
+    out = split_logits(model, {"train": (x, y)}, 3, tf, "cpu", features=feats)
+    with torch.no_grad():
+        plain = model(tf(x))
+    assert torch.allclose(out["train"], plain, atol=1e-5) and feats["train"].shape == (7, 192)
+    alone = predict(model, [(tf(x[i:i + 3]), None) for i in range(0, 7, 3)], "cpu", features=True)
+    assert torch.allclose(feats["train"], alone, atol=1e-5)
+    with pytest.raises(ValueError, match="whole splits"):
+        split_logits(model, {"train": (x, y)}, 3, tf, "cpu", rows={"train": torch.tensor([1])}, features={})

@@ -33,6 +33,7 @@ from common.methods._base import forward, subsample
 KIND = "literature"
 SOURCE = "official defaults: OPTML-Group/Unlearn-Sparse unlearn/fisher.py fisher_new + arg_parser.py (alpha: see file)"
 SETTINGS = dict(augment="as_trained", alpha=0.2, batch_size=32, retain_fraction=1.0)
+PRESETS = {"smoke": dict(retain_fraction=0.25)}  # the tests' tiny runs: a quarter of the retain rows (21 units a row)
 SEARCH_SPACE = dict(alpha=("log", 1e-8, 1.0))
 SCHEDULE = "once"
 EPS, VAR_MAX, VAR_MAX_CLASSIFIER, FORGOTTEN_VAR = 1e-8, 1e3, 1e2, 1e-4  # fisher.py get_mean_var's constants

@@ -28,6 +28,7 @@ from common.methods._base import forward
 KIND = "literature"
 SOURCE = "official defaults: OPTML-Group/Unlearn-Sparse unlearn/Wfisher.py + arg_parser.py (alpha: see file)"
 SETTINGS = dict(augment="as_trained", alpha=0.2, batch_size=256, n_hessian=1000)
+PRESETS = {"smoke": dict(n_hessian=100)}  # the tests' tiny runs: 102 batch-1 gradients instead of 1002
 SEARCH_SPACE = dict(alpha=("log", 1e-3, 1e2))
 SCHEDULE = "once"
 

@@ -3,7 +3,7 @@
 
 Every stage 01-07 runs with `--profile paper`; the only overrides are sizes of the profile's own fields (rows per
 class, epochs, t-SNE points, relearn-probe steps and rows, eval batch) and counts of a few methods' own settings
-(epochs of the reproduction's fine-tune and 2-stage, the share of retain rows Fisher reads, UNSIR's noise steps). Everything else stays `paper`: the ViT at 224 px from
+(epochs of the reproduction's fine-tune and 2-stage, the share of retain rows Fisher reads, WoodFisher's N, UNSIR's noise steps). Everything else stays `paper`: the ViT at 224 px from
 ImageNet-format weights (`--weights-file`), the batch sizes, the optimisers, B's normalisation and crop + flip, the
 64-row forget batch, the reproduction runs without a budget, every registered method (each track's).
 
@@ -38,13 +38,14 @@ SIZES = {
         "02_train_resnet.py": ["--epochs", "1", "--eval-batch-size", "64"],
         "03_train_vit_refs.py": ["--epochs", "1", "--eval-batch-size", "32"],
         # counts only (epochs, rows, steps), never an lr, batch size, optimiser or resolution: reference A's
-        # fine-tune and 2-stage reproduction runs 1 epoch (A: 5), Fisher reads half the retain rows, UNSIR's noise
-        # is trained 5 steps (official 25; the tiny budget cuts its impair / repair steps anyway)
+        # fine-tune and 2-stage reproduction runs 1 epoch (A: 5), Fisher reads a quarter of the retain rows,
+        # WoodFisher's recursion 32 rows (N 30; official 1000), UNSIR's noise is trained 5 steps (official 25; the
+        # tiny budget cuts its impair / repair steps anyway)
         "04_unlearn_vit.py": ["--tsne-per-group", "16", "--relearn-rows", "4", "--relearn-steps", "1",
                               "--relearn-batch-size", "8", "--relearn-every", "1", "--eval-batch-size", "32",
-                              "--finetune-epochs", "1", "--two-stage-epochs", "1", "--fisher-retain-fraction", "0.5",
-                              "--unsir-noise-steps", "5"],
-        "05_unlearn_gan.py": ["--eval-batch-size", "64", "--fisher-retain-fraction", "0.5"],
+                              "--finetune-epochs", "1", "--two-stage-epochs", "1", "--fisher-retain-fraction", "0.25",
+                              "--wfisher-n-hessian", "30", "--unsir-noise-steps", "5"],
+        "05_unlearn_gan.py": ["--eval-batch-size", "64", "--fisher-retain-fraction", "0.25", "--wfisher-n-hessian", "30"],
         "06_membership_attack.py": [],
     },
     "gpu": {

@@ -3,9 +3,10 @@
 
 Every stage 01-07 runs with `--profile paper`; the only overrides are sizes of the profile's own fields (rows per
 class, epochs, t-SNE points, relearn-probe steps and rows, eval batch) and counts of a few methods' own settings
-(epochs of the reproduction's fine-tune and 2-stage, the share of retain rows Fisher reads, WoodFisher's N, UNSIR's noise steps). Everything else stays `paper`: the ViT at 224 px from
-ImageNet-format weights (`--weights-file`), the batch sizes, the optimisers, B's normalisation and crop + flip, the
-64-row forget batch, the reproduction runs without a budget, every registered method (each track's).
+(epochs of the reproduction's fine-tune and 2-stage, the share of retain rows Fisher reads, WoodFisher's N, UNSIR's
+noise steps). Everything else stays `paper`: the ViT at 224 px from ImageNet-format weights (`--weights-file`), the
+batch sizes, the optimisers, B's normalisation and crop + flip, the 64-row forget batch, the reproduction runs
+without a budget, every registered method (each track's).
 
   python bench/paper_run.py --mode test [--out results-paper]   # make test-paper: <= 5 min on 2 CPU cores
   python bench/paper_run.py --mode gpu  [--out results-gpu]     # make gpu-check: needs CUDA, data + weights online
@@ -34,7 +35,8 @@ SIZES = {
     "test": {
         # 130 train rows (64 of them the forget batch: 66 retain rows, the one full batch of 64 02 needs for gold;
         # the ViT's forget class 13 rows, 117 retain rows), 40 test rows
-        "01_prepare_data.py": ["--max-train-per-class", str(TRAIN_PER_CLASS), "--max-test-per-class", str(TEST_PER_CLASS)],
+        "01_prepare_data.py": ["--max-train-per-class", str(TRAIN_PER_CLASS),
+                               "--max-test-per-class", str(TEST_PER_CLASS)],
         "02_train_resnet.py": ["--epochs", "1", "--eval-batch-size", "64"],
         "03_train_vit_refs.py": ["--epochs", "1", "--eval-batch-size", "32"],
         # counts only (epochs, rows, steps), never an lr, batch size, optimiser or resolution: reference A's
@@ -45,7 +47,8 @@ SIZES = {
                               "--relearn-batch-size", "8", "--relearn-every", "1", "--eval-batch-size", "32",
                               "--finetune-epochs", "1", "--two-stage-epochs", "1", "--fisher-retain-fraction", "0.25",
                               "--wfisher-n-hessian", "30", "--unsir-noise-steps", "5"],
-        "05_unlearn_gan.py": ["--eval-batch-size", "64", "--fisher-retain-fraction", "0.25", "--wfisher-n-hessian", "30"],
+        "05_unlearn_gan.py": ["--eval-batch-size", "64", "--fisher-retain-fraction", "0.25",
+                              "--wfisher-n-hessian", "30"],
         "06_membership_attack.py": [],
     },
     "gpu": {

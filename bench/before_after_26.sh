@@ -1,10 +1,16 @@
 #!/usr/bin/env bash
 # issue 26 before/after: ViT track seeds 42-44, then ResNet seeds 42-44; fp32, official settings, THREADS=2
-# Set up first: git worktree add /tmp/ba/after_code 7616394; git worktree add /tmp/ba/before_code 7616394 && (cd /tmp/ba/before_code && git checkout 5c84ffa -- common/unlearn.py common/methods/)
+# after = commit 7616394, before = 7616394 with 5c84ffa's common/unlearn.py + common/methods/ (worktrees under /tmp/ba);
+# then per seed: python bench/compare_roots.py /tmp/ba/before /tmp/ba/after --seed S --track T
+#   bash bench/before_after_26.sh            (from the repository root, after `make venv`)
 set -euo pipefail
 export THREADS=2 PYTHONHASHSEED=0
-PY=/work/main/.venv/bin/python
-D=/work/shared/data/cifar10-kaggle-subset
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+PY=$ROOT/.venv/bin/python
+D=$(cd "${DATA_DIR:-$ROOT/../shared/data/cifar10-kaggle-subset}" && pwd)
+[ -d /tmp/ba/after_code ] || git -C "$ROOT" worktree add -f /tmp/ba/after_code 7616394
+[ -d /tmp/ba/before_code ] || { git -C "$ROOT" worktree add -f /tmp/ba/before_code 7616394 &&
+  git -C /tmp/ba/before_code checkout 5c84ffa -- common/unlearn.py common/methods/; }
 TRACK_LIST=${TRACK_LIST:-"vit resnet"}
 for track in $TRACK_LIST; do
 for s in 42 43 44; do
@@ -29,6 +35,6 @@ done
 cd /tmp/ba/after_code
 for R in /tmp/ba/after /tmp/ba/before; do
   ids=$(ls $R | sed -n 's/^seed-//p' | tr '\n' ' ')
-  $PY 07_report.py --profile cpu --results $R --device cpu --wandb 0 --seeds "$ids" --tracks "vit resnet" --audit false || true
+  $PY 07_report.py --profile cpu --results $R --device cpu --wandb 0 --seeds "$ids" --tracks "vit resnet" --audit false
 done
 echo "== $(date +%T) all done"

@@ -103,10 +103,13 @@ def test_woodfisher_recursion_is_the_official_one_and_keeps_o_parallel_to_the_fi
     orig = wfisher.flat_grad
     try:
         wfisher.flat_grad = lambda *a: next(feed)
-        got = wfisher.woodfisher(model, params(model), ctx, v, n_hessian=4)  # the first 4 + 2 = 6 retain rows
+        g0, w, total, n = wfisher.woodfisher_pass(model, params(model), ctx, ctx.retain[:6], n_hessian=4)
     finally:
         wfisher.flat_grad = orig
+    got = wfisher.apply_woodfisher(v, g0, w)  # the streaming closed form = the official loop, for any v
     torch.testing.assert_close(got, k)
+    torch.testing.assert_close(total, gs.sum(0))  # the rows' share of the retain sum
+    assert n == 6
     d = got - v
     torch.testing.assert_close(d, (d @ gs[0]) / (gs[0] @ gs[0]) * gs[0])
 
@@ -135,7 +138,7 @@ def test_wfisher_update_is_alpha_times_the_inverse_hessian_product_of_the_forget
             k, o = k - (k @ gi) / (10 + t) * o, o - t / (10 + t) * o
     got = torch.cat([(p.detach() - q.detach()).flatten() for p, q in zip(params(model), ps)])
     torch.testing.assert_close(got, 0.5 * k, rtol=1e-4, atol=1e-6)
-    assert r["units"] == 3 * (nf + nr + min(nr, 12)) and r["steps"] == 0
+    assert r["units"] == 3 * (nf + nr) and r["steps"] == 0  # each row's gradient computed once
 
 
 # ------------------------------------------------------------------------------------------ boundary shrink

@@ -14,8 +14,16 @@ open; arg_parser's default, xcadet/deepunlearn's ORIGINAL_ALPHA), batch 256, N =
   - theta += alpha x k, once. Note: as written, o is only ever rescaled, so it stays parallel to g_0 and k is v
     plus a multiple of g_0 (the official recursion, kept as it is: a faithful copy of what its results came from).
 Precision: every gradient in fp32 (dot products of gradients; the official code runs fp32).
-Cost: 3 units a row for each gradient pass: 3 x (n_f + n_r + min(n_r, N + 2)), one indivisible pass (marked over
-budget when it exceeds it, never truncated). Schedule: once.
+One deviation in how, not what: the official code computes the retain sum in batches of 256 and then the first
+N + 2 retain rows' gradients again, one row at a time. Here those per-row gradients are computed once, run through the
+recursion in the closed form that o's parallelism gives (`woodfisher_pass`: the same k, up to float rounding) and
+summed into the retain sum (the batch pass covers only the retain rows after them): the same sum (eval mode, so a
+batch gradient x its size is the sum of its rows' gradients; up to float summation order), one pass fewer over
+N + 2 rows (on the cpu profile's tracks, where n_r < N + 2, the whole batched retain pass; the saving is measured
+in docs/cpu-profile.md). With an augmenting training transform the
+retain sum and the recursion then see the same draws of those rows, where the official code draws them twice.
+Cost: 3 units a row per gradient computed: 3 x (n_f + n_r), one indivisible pass (marked over budget when it exceeds
+it, never truncated). Schedule: once.
 """
 from __future__ import annotations
 
@@ -34,7 +42,7 @@ SCHEDULE = "once"
 
 
 def units_per_step(s, ctx) -> int:  # the whole pass (no step)
-    return 3 * (len(ctx.forget) + len(ctx.retain) + min(len(ctx.retain), s.n_hessian + 2))
+    return 3 * (len(ctx.forget) + len(ctx.retain))
 
 
 def flat_grad(model, params, x, y, ctx) -> torch.Tensor:
@@ -52,20 +60,32 @@ def summed_grad(model, params, ctx, rows) -> tuple[torch.Tensor, int]:
     return total, n
 
 
-def woodfisher(model, params, ctx, v: torch.Tensor, n_hessian: int) -> torch.Tensor:
-    """Wfisher.py's `woodfisher(v)` (see the module docstring), over the first n_hessian + 2 retain rows."""
-    k, o = v.clone(), None
-    rows = ctx.retain[:n_hessian + 2]
+def woodfisher_pass(model, params, ctx, rows, n_hessian: int):
+    """Wfisher.py's `woodfisher(v)` over the per-row gradients of `rows` (batch 1, in order), in one streaming pass
+    that does not need v yet. As the official recursion has it, o = c g_0 and k = v + beta g_0 with beta linear in
+    v: for each g after g_0 (b = g_0.g, t = c b): beta <- r beta - s (v.g), c <- c N / (N + t), r = 1 - c b / (N + t),
+    s = c / (N + t). So beta = W.v with W <- r W - s g. Returns (g_0, W, the sum of the rows' gradients, rows): then
+    woodfisher(v) = v + (W.v) g_0 (`apply_woodfisher`), and the sum serves the retain sum."""
+    g0 = w = total = None
+    c, n = 1.0, 0
     for x, y in batches(ctx.images, ctx.labels, rows, 1, ctx.train_inputs(), ctx.device):
         g = flat_grad(model, params, x, y, ctx)
         with torch.no_grad():
-            if o is None:
-                o = g.clone()
+            if g0 is None:
+                g0, w, total = g.clone(), torch.zeros_like(g), g.clone()
             else:
-                t = torch.dot(o, g)
-                k -= (torch.dot(k, g) / (n_hessian + t)) * o
-                o -= (t / (n_hessian + t)) * o
-    return k
+                b = float(torch.dot(g0, g))
+                t = c * b
+                r, s = 1.0 - c * b / (n_hessian + t), c / (n_hessian + t)
+                w.mul_(r).add_(g, alpha=-s)
+                c *= n_hessian / (n_hessian + t)
+                total += g
+        n += 1
+    return g0, w, total, n
+
+
+def apply_woodfisher(v: torch.Tensor, g0: torch.Tensor | None, w: torch.Tensor | None) -> torch.Tensor:
+    return v.clone() if g0 is None else v + torch.dot(w, v) * g0
 
 
 def run(model, ctx) -> list[dict]:
@@ -73,9 +93,12 @@ def run(model, ctx) -> list[dict]:
     model.eval()  # official: eval mode throughout (no step follows, so the BN policy does not apply)
     params = [p for p in model.parameters() if p.requires_grad]
     forget_sum, nf = summed_grad(model, params, ctx, ctx.forget)
-    retain_sum, nr = summed_grad(model, params, ctx, ctx.retain)
+    g0, w, retain_sum, nr = woodfisher_pass(model, params, ctx, ctx.retain[:s.n_hessian + 2], s.n_hessian)
+    if len(ctx.retain) > nr:  # the retain rows after the recursion's: their sum in batches
+        rest_sum, n_rest = summed_grad(model, params, ctx, ctx.retain[nr:])
+        retain_sum, nr = retain_sum + rest_sum, nr + n_rest
     v = forget_sum / (nf + nr) - retain_sum * nf / ((nf + nr) * nr)
-    k = woodfisher(model, params, ctx, v, s.n_hessian)
+    k = apply_woodfisher(v, g0, w)
     ctx.budget.settle()  # one indivisible pass
     with torch.no_grad():
         offset = 0

@@ -37,6 +37,13 @@ def fig(row: pd.Series, col: str) -> str:
     return f"{v:.{d}f}"
 
 
+def avg_gap(df: pd.DataFrame, boot: dict, m: str) -> str:
+    """Avg Gap [95 %] of model `m`; "–" for a model without one (diverged: no bootstrap replicates)."""
+    if m not in boot:
+        return "–"
+    return f"{df.loc[m, 'avg_gap']:.1f} [{df.loc[m, 'avg_gap_ci_lo']:.1f}, {df.loc[m, 'avg_gap_ci_hi']:.1f}]"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("before")
@@ -54,14 +61,12 @@ def main() -> None:
     for m in names:
         if m not in b.index or m not in n.index:
             continue
-        gap = lambda r: "–" if m not in r[1] else (  # noqa: E731  (a diverged model has no Avg Gap)
-            f"{r[0].loc[m, 'avg_gap']:.1f} [{r[0].loc[m, 'avg_gap_ci_lo']:.1f}, {r[0].loc[m, 'avg_gap_ci_hi']:.1f}]")
         change = "–"
         if m in bb and m in nb:
             lo, hi = np.percentile(np.asarray(nb[m]) - np.asarray(bb[m]), [2.5, 97.5])
             shown = " (shown)" if lo > 0 or hi < 0 else ""
             change = f"{n.loc[m, 'avg_gap'] - b.loc[m, 'avg_gap']:+.1f} [{lo:+.1f}, {hi:+.1f}]{shown}"
-        cells = [gap((b, bb)), gap((n, nb)), change]
+        cells = [avg_gap(b, bb, m), avg_gap(n, nb, m), change]
         cells += [f"{fig(b.loc[m], c)} → {fig(n.loc[m], c)}" for c, _ in figs]
         status = lambda r: (r.get("status") if isinstance(r.get("status"), str) else "") or "ran"  # noqa: E731
         cells += [f"{int(b.loc[m, 'steps'])} → {int(n.loc[m, 'steps'])}", f"{status(b.loc[m])} → {status(n.loc[m])}"]

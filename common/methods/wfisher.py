@@ -19,9 +19,9 @@ N + 2 retain rows' gradients again, one row at a time. Here those per-row gradie
 recursion in the closed form that o's parallelism gives (`woodfisher_pass`: the same k, up to float rounding) and
 summed into the retain sum (the batch pass covers only the retain rows after them): the same sum (eval mode, so a
 batch gradient x its size is the sum of its rows' gradients; up to float summation order), one pass fewer over
-N + 2 rows (on the cpu profile's tracks, where n_r < N + 2, the whole batched retain pass; the saving is measured
-in docs/cpu-profile.md). With an augmenting training transform the
-retain sum and the recursion then see the same draws of those rows, where the official code draws them twice.
+N + 2 rows (on the cpu profile's ResNet track, where n_r < N + 2, the whole batched retain pass; the saving is
+measured in docs/cpu-profile.md). With an augmenting training transform the retain sum and the recursion then see
+the same draws of those rows, where the official code draws them twice.
 Cost: 3 units a row per gradient computed: 3 x (n_f + n_r), one indivisible pass (marked over budget when it exceeds
 it, never truncated). Schedule: once.
 """
@@ -63,25 +63,23 @@ def summed_grad(model, params, ctx, rows) -> tuple[torch.Tensor, int]:
 def woodfisher_pass(model, params, ctx, rows, n_hessian: int):
     """Wfisher.py's `woodfisher(v)` over the per-row gradients of `rows` (batch 1, in order), in one streaming pass
     that does not need v yet. As the official recursion has it, o = c g_0 and k = v + beta g_0 with beta linear in
-    v: for each g after g_0 (b = g_0.g, t = c b): beta <- r beta - s (v.g), c <- c N / (N + t), r = 1 - c b / (N + t),
-    s = c / (N + t). So beta = W.v with W <- r W - s g. Returns (g_0, W, the sum of the rows' gradients, rows): then
+    v: for each g after g_0 (t = c g_0.g, r = N / (N + t)): beta <- r beta - c / (N + t) (v.g), c <- r c. So
+    beta = W.v with W <- r W - c / (N + t) g. Returns (g_0, W, the sum of the rows' gradients, their number): then
     woodfisher(v) = v + (W.v) g_0 (`apply_woodfisher`), and the sum serves the retain sum."""
     g0 = w = total = None
-    c, n = 1.0, 0
+    c = 1.0
     for x, y in batches(ctx.images, ctx.labels, rows, 1, ctx.train_inputs(), ctx.device):
         g = flat_grad(model, params, x, y, ctx)
         with torch.no_grad():
             if g0 is None:
                 g0, w, total = g.clone(), torch.zeros_like(g), g.clone()
             else:
-                b = float(torch.dot(g0, g))
-                t = c * b
-                r, s = 1.0 - c * b / (n_hessian + t), c / (n_hessian + t)
-                w.mul_(r).add_(g, alpha=-s)
-                c *= n_hessian / (n_hessian + t)
+                t = c * float(torch.dot(g0, g))
+                r = n_hessian / (n_hessian + t)  # = 1 - t / (N + t): o's rescaling and W's are one factor
+                w.mul_(r).add_(g, alpha=-c / (n_hessian + t))
+                c *= r
                 total += g
-        n += 1
-    return g0, w, total, n
+    return g0, w, total, len(rows)
 
 
 def apply_woodfisher(v: torch.Tensor, g0: torch.Tensor | None, w: torch.Tensor | None) -> torch.Tensor:
